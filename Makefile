@@ -1,0 +1,66 @@
+# meshmart — the two commands a fresh clone needs are `make up` and `make test`.
+SHELL := /bin/bash
+.SHELLFLAGS := -euo pipefail -c
+.DEFAULT_GOAL := help
+
+# Runs TypeScript sources directly: the "development" export condition points every
+# workspace package at its src/, so no build is needed for up/test.
+NODE_RUN := node --conditions=development --import tsx
+BUF := node_modules/.bin/buf
+WORKSPACES := services/kit services/identity services/catalog edge
+
+.PHONY: help install generate lint format breaking typecheck build test test-unit up bench clean distclean
+
+help: ## list targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed -E 's/^([a-z-]+):.*## /  make \1\t/' | expand -t 22
+
+node_modules/.install-stamp: package.json package-lock.json $(addsuffix /package.json,$(WORKSPACES))
+	bash scripts/npm-install.sh
+	@touch $@
+
+install: node_modules/.install-stamp ## npm ci when package files changed
+
+generate: install ## materialize third-party protos; generate TS code, OpenAPI, descriptor set, envoy.yaml
+	$(NODE_RUN) scripts/materialize-protos.ts
+	$(BUF) generate
+	$(BUF) generate --template buf.gen.openapi.yaml
+	@mkdir -p .build
+	$(BUF) build --as-file-descriptor-set -o .build/meshmart.binpb
+	$(NODE_RUN) edge/envoy/generate.ts
+
+lint: generate ## Biome (format + lint) and buf lint
+	node_modules/.bin/biome ci $(if $(CI),--colors=off,) .
+	$(BUF) lint
+
+format: install ## apply Biome formatting and safe fixes
+	node_modules/.bin/biome check --write .
+
+breaking: generate ## buf breaking against the previous commit's protos
+	bash scripts/buf-breaking.sh
+
+typecheck: generate ## tsc over every workspace, tests and scripts
+	node_modules/.bin/tsc -p tsconfig.json
+
+build: generate ## compile each workspace to dist/ (what images run)
+	@for w in $(WORKSPACES); do \
+	  echo "tsc $$w"; node_modules/.bin/tsc -p $$w/tsconfig.build.json; \
+	  if [ -d $$w/migrations ]; then rm -rf $$w/dist/migrations; cp -r $$w/migrations $$w/dist/migrations; fi; \
+	done
+
+test: lint breaking typecheck ## everything CI checks: lint, buf lint, buf breaking, typecheck, all tests
+	$(NODE_RUN) scripts/run-tests.ts
+
+test-unit: generate ## only the tests, skipping the static checks
+	$(NODE_RUN) scripts/run-tests.ts
+
+up: generate ## run the whole mesh locally (Ctrl-C stops it)
+	$(NODE_RUN) scripts/up.ts
+
+bench: generate ## benchmarks (npm run bench:catalog)
+	npm run bench:catalog
+
+clean: ## remove generated code and build output
+	rm -rf services/kit/gen .proto-deps $(addsuffix /dist,$(WORKSPACES))
+
+distclean: clean ## also node_modules and local data (.data/)
+	rm -rf node_modules .data

@@ -1,0 +1,34 @@
+/**
+ * (c)/(d) The catalog service, started by its own startCatalog on the database and
+ * Redis the runner prepared (BENCH_DATABASE_URL, BENCH_REDIS_URL, BENCH_CACHE_PREFIX),
+ * with the demo catalog seeded. Logs at info go to /dev/null through a real file
+ * descriptor.
+ */
+
+import { startCatalog } from "@meshmart/catalog";
+// Catalog's config schema; its package exports only startCatalog.
+import { catalogConfigSchema } from "@meshmart/catalog/config";
+import { loadConfig } from "@meshmart/kit";
+import { announceReady, devNullLogDestination, failStart, stopOnSignal } from "./common.js";
+
+try {
+  const config = loadConfig(catalogConfigSchema, {
+    SERVICE_NAME: "catalog",
+    GRPC_PORT: "0",
+    HTTP_PORT: "0",
+    ADMIN_PORT: "0",
+    LOG_LEVEL: process.env.BENCH_LOG_LEVEL ?? "info",
+    DATABASE_URL: process.env.BENCH_DATABASE_URL,
+    REDIS_URL: process.env.BENCH_REDIS_URL,
+    CACHE_PREFIX: process.env.BENCH_CACHE_PREFIX,
+    SEED_DEMO: "true",
+  });
+  const host = await startCatalog(config, { logDestination: devNullLogDestination() });
+  announceReady({ grpc: host.grpcPort, http: host.httpPort, admin: host.adminPort });
+  stopOnSignal(async () => {
+    await host.close();
+    return {};
+  });
+} catch (reason) {
+  failStart(reason);
+}

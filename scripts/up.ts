@@ -1,0 +1,388 @@
+/**
+ * `make up`: the whole mesh on one machine, no cluster.
+ *
+ *   node --conditions=development --import tsx scripts/up.ts
+ *
+ * Postgres, Redis and NATS JetStream come from DATABASE_URL / REDIS_URL / NATS_URL when
+ * set, else the Redis and NATS already running on their standard ports, else our own
+ * (embedded Postgres on :15432 with data in .data/up, redis-server :16379, nats-server
+ * :14222; missing binaries are installed with apt-get when possible). Then every service
+ * with a `services/<name>/src/main.ts` starts with its own database, and the script waits
+ * for each one's /readyz. Ctrl-C stops services, then the infrastructure it started.
+ *
+ * Environment: LOG_LEVEL, SEED_DEMO, <SERVICE>_<VAR> (e.g. CATALOG_GRPC_PORT) to override
+ * one service's setting (a port of 0 means any free one; the summary names the real one), MESHMART_SERVICES=catalog,orders to start only some,
+ * MESHMART_LOG=json for raw log lines, MESHMART_DB_PREFIX (default "meshmart") for the
+ * per-service database names, MESHMART_UP_EXIT_AFTER_READY=1 to stop right after
+ * everything is up (smoke tests).
+ */
+import { randomBytes } from "node:crypto";
+import { existsSync, mkdirSync, readFileSync, writeFileSync } from "node:fs";
+import { dirname, join } from "node:path";
+import { fileURLToPath } from "node:url";
+import {
+  createDatabase,
+  databaseUrl,
+  ensureInfra,
+  type Infra,
+  isPortOpen,
+  type ManagedChild,
+  spawnManaged,
+} from "@meshmart/kit/testing";
+import { formatLogLine } from "./lib/log-format.js";
+import {
+  entryPoint,
+  implementedServices,
+  listeningPorts,
+  type ServicePorts,
+  type ServiceSpec,
+  serviceEnv,
+} from "./lib/services.js";
+
+const ROOT = join(dirname(fileURLToPath(import.meta.url)), "..");
+// Our own ports, away from the standard ones so a system Postgres never collides.
+const PORTS = { postgres: 15432, redis: 16379, nats: 14222 };
+const READY_TIMEOUT_MS = Number(process.env.MESHMART_UP_READY_TIMEOUT_MS ?? 60_000);
+const LAST_LINES = 25;
+const jsonLogs = process.env.MESHMART_LOG === "json";
+const color = process.stdout.isTTY === true && process.env.NO_COLOR === undefined;
+
+interface RunningService {
+  spec: ServiceSpec;
+  /** As configured until it logs "listening", then as bound (0 means any free port). */
+  ports: ServicePorts;
+  listening: boolean;
+  child: ManagedChild;
+  /** Formatted recent lines, printed when it fails. */
+  recent: string[];
+}
+
+let infra: Infra | undefined;
+const running: RunningService[] = [];
+let shuttingDown = false;
+let up = false;
+
+const say = (line: string): void => {
+  process.stdout.write(`${line}\n`);
+};
+const bold = (text: string): string => (color ? `\x1b[1m${text}\x1b[0m` : text);
+
+// Our children run in their own process groups, so a Ctrl-C reaches only us and we can
+// stop services before the database they are draining into.
+for (const signal of ["SIGINT", "SIGTERM", "SIGHUP"] as const) {
+  process.on(signal, () => {
+    if (shuttingDown) {
+      say(`${signal} again: stopping everything now`);
+      for (const s of running) if (s.child.isRunning()) process.kill(s.child.pid, "SIGKILL");
+      // The exit hook signals whatever infrastructure is still up.
+      process.exit(130);
+    }
+    void shutdown(0, up ? "stopping…" : "interrupted during startup; stopping…");
+  });
+}
+// Nothing else keeps the loop alive when no service runs (children are unref'd).
+const keepAlive = setInterval(() => {}, 1 << 30);
+
+async function main(): Promise<void> {
+  say(bold("meshmart: starting the local mesh (Ctrl-C stops it)"));
+  infra = await ensureInfra({
+    dataDir: join(ROOT, ".data", "up"),
+    ports: PORTS,
+    log: say,
+    installMissing: true,
+  });
+  if (shuttingDown) return;
+
+  const only = process.env.MESHMART_SERVICES?.split(",").map((s) => s.trim());
+  const specs = implementedServices(ROOT).filter(
+    (s) => only === undefined || only.length === 0 || only.includes(s.name),
+  );
+  // Start them all, then wait: tsx start-up is most of each service's start time.
+  const starting = [];
+  for (const spec of specs) {
+    const service = await startService(spec, infra);
+    running.push(service);
+    const ready = waitReady(service);
+    // Awaited below with the others; until then a failure must not count as unhandled.
+    ready.catch(() => {});
+    starting.push(ready);
+  }
+  await Promise.all(starting);
+  if (shuttingDown) return;
+  if (existsSync(join(ROOT, EDGE_ENTRY)) && (only === undefined || only.includes("edge"))) {
+    const edge = startEdge();
+    running.push(edge);
+    await waitReady(edge);
+    if (shuttingDown) return;
+  }
+  up = true;
+  for (const service of running) watchForDeath(service);
+  printSummary(infra);
+
+  if (process.env.MESHMART_UP_EXIT_AFTER_READY === "1") {
+    await shutdown(0, "MESHMART_UP_EXIT_AFTER_READY=1: stopping…");
+  }
+}
+
+/**
+ * What the local mesh adds per service: every service verifies tokens against
+ * identity's JWKS, and identity gets a key-encryption key made once for this checkout
+ * (kept in .data/up, mode 0600; a real deployment takes it from a Secret).
+ */
+async function localSettings(spec: ServiceSpec): Promise<Record<string, string>> {
+  const settings: Record<string, string> = {};
+  const identity = implementedServices(ROOT).find((s) => s.name === "identity");
+  if (identity !== undefined && spec.name !== "identity") {
+    let { http } = serviceEnv({
+      spec: identity,
+      databaseUrl: "",
+      redisUrl: "",
+      natsUrl: "",
+      env: process.env,
+    }).ports;
+    // Identity starts first; on port 0 its JWKS address is known only once it listens.
+    const running = runningService("identity");
+    if (http === 0 && running !== undefined) http = (await whenListening(running)).http;
+    settings.AUTH_JWKS_URL = `http://127.0.0.1:${http}/.well-known/jwks.json`;
+  }
+  if (spec.name === "identity" && process.env.IDENTITY_KEY_ENCRYPTION_KEY === undefined) {
+    const file = join(ROOT, ".data", "up", "identity-kek");
+    if (!existsSync(file)) {
+      mkdirSync(dirname(file), { recursive: true });
+      writeFileSync(file, randomBytes(32).toString("base64"), { mode: 0o600 });
+    }
+    settings.IDENTITY_KEY_ENCRYPTION_KEY = readFileSync(file, "utf8").trim();
+  }
+  return settings;
+}
+
+async function startService(spec: ServiceSpec, infra: Infra): Promise<RunningService> {
+  // MESHMART_DB_PREFIX lets a smoke test run beside a real `make up` on one Postgres.
+  const dbName = `${process.env.MESHMART_DB_PREFIX ?? "meshmart"}_${spec.name.replaceAll("-", "_")}`;
+  const created = await createDatabase(infra.postgresUrl, dbName);
+  const { env, ports } = serviceEnv({
+    spec,
+    databaseUrl: databaseUrl(infra.postgresUrl, dbName),
+    redisUrl: infra.redisUrl,
+    natsUrl: infra.natsUrl,
+    extra: await localSettings(spec),
+    env: process.env,
+  });
+  for (const [kind, port] of Object.entries(ports)) {
+    if (port !== 0 && (await isPortOpen("127.0.0.1", port))) {
+      const variable = `${spec.name.toUpperCase()}_${kind.toUpperCase()}_PORT`;
+      throw new StartupError(
+        `${spec.name}: port ${port} (${kind}) is already in use — another \`make up\`? ` +
+          `Stop it, or move this one with ${variable}=<port>`,
+      );
+    }
+  }
+  say(`${spec.name}: database ${dbName} (${created ? "created" : "exists"}); starting…`);
+  const grace = Number(env.SHUTDOWN_GRACE_MS ?? 20_000);
+  return launch(spec, ports, {
+    command: process.execPath,
+    args: ["--conditions=development", "--import", "tsx", entryPoint(spec.name)],
+    cwd: ROOT,
+    env,
+    stopSignal: "SIGTERM",
+    // The service exits by itself at grace + 5 s; SIGKILL only if even that fails.
+    stopTimeoutMs: grace + 10_000,
+  });
+}
+
+/** Spawns a process whose output is shown prefixed and whose "listening" line fills in its ports. */
+function launch(
+  spec: ServiceSpec,
+  ports: ServicePorts,
+  options: Omit<Parameters<typeof spawnManaged>[0], "onLine" | "name">,
+): RunningService {
+  const recent: string[] = [];
+  const service: RunningService = {
+    spec,
+    ports,
+    listening: false,
+    recent,
+    child: undefined as never,
+  };
+  service.child = spawnManaged({
+    ...options,
+    name: spec.name,
+    onLine: (line) => {
+      const heard = listeningPorts(line);
+      if (heard !== undefined) {
+        service.ports = heard;
+        service.listening = true;
+      }
+      const text = jsonLogs ? line : formatLogLine(spec.name, line, { color });
+      recent.push(jsonLogs ? formatLogLine(spec.name, line, { color }) : text);
+      if (recent.length > LAST_LINES) recent.shift();
+      say(text);
+    },
+  });
+  return service;
+}
+
+function runningService(name: string): RunningService | undefined {
+  return running.find((s) => s.spec.name === name);
+}
+
+/** The ports `service` really listens on, once it has said so. */
+async function whenListening(service: RunningService): Promise<ServicePorts> {
+  try {
+    await service.child.waitUntil(async () => service.listening, READY_TIMEOUT_MS);
+  } catch {
+    throw await startupFailure(service, "never said it was listening");
+  }
+  return service.ports;
+}
+
+const EDGE_ENTRY = "edge/src/main.ts";
+
+/** The REST edge, in front of whatever services run, on EDGE_PORT (8080). */
+function startEdge(): RunningService {
+  const port = Number(process.env.EDGE_PORT ?? 8080);
+  const services = running.filter((s) => s.spec.name !== "edge");
+  const env: NodeJS.ProcessEnv = {
+    ...process.env,
+    EDGE_PORT: String(port),
+    EDGE_H2C_PORT: process.env.EDGE_H2C_PORT ?? String(port === 0 ? 0 : port + 1),
+    // Local defaults the user's environment overrides: a generous per-client limit and
+    // stricter ones on the credential endpoints.
+    EDGE_RATE_LIMIT: process.env.EDGE_RATE_LIMIT ?? "50/100",
+    EDGE_RATE_LIMITS: process.env.EDGE_RATE_LIMITS ?? "Login=1/10,SignUp=1/10,RefreshToken=2/10",
+    UPSTREAMS: services.map((s) => `${s.spec.name}=127.0.0.1:${s.ports.grpc}`).join(","),
+    LOG_LEVEL: process.env.LOG_LEVEL ?? "info",
+    ...(services.some((s) => s.spec.name === "identity")
+      ? {
+          AUTH_JWKS_URL: `http://127.0.0.1:${services.find((s) => s.spec.name === "identity")?.ports.http}/.well-known/jwks.json`,
+        }
+      : {}),
+  };
+  say(`edge: REST on ${port === 0 ? "a free port" : `http://127.0.0.1:${port}`}; starting…`);
+  return launch(
+    { name: "edge", grpcPort: port },
+    { grpc: port, http: port, admin: port },
+    {
+      command: process.execPath,
+      args: ["--conditions=development", "--import", "tsx", EDGE_ENTRY],
+      cwd: ROOT,
+      env,
+      stopSignal: "SIGTERM",
+      stopTimeoutMs: 30_000,
+    },
+  );
+}
+
+/** Waits for 200 from the service's admin /readyz (the edge: its own /readyz). */
+async function waitReady(service: RunningService): Promise<void> {
+  const { spec, child } = service;
+  const began = Date.now();
+  const { admin } = await whenListening(service);
+  const url = `http://127.0.0.1:${admin}/readyz`;
+  say(`${spec.name}: waiting for readiness on ${url}…`);
+  try {
+    await child.waitUntil(async () => {
+      const res = await fetch(url, { signal: AbortSignal.timeout(1_000) });
+      await res.body?.cancel();
+      return res.status === 200;
+    }, READY_TIMEOUT_MS);
+  } catch {
+    if (shuttingDown) return;
+    throw await startupFailure(service, `not ready (GET ${url} never returned 200)`);
+  }
+  say(`${spec.name}: ready in ${((Date.now() - began) / 1000).toFixed(1)} s`);
+}
+
+async function startupFailure(service: RunningService, notReady: string): Promise<StartupError> {
+  const { child, spec } = service;
+  const exit = child.isRunning() ? undefined : await child.exited;
+  const why =
+    exit === undefined
+      ? `${notReady} after ${READY_TIMEOUT_MS / 1000} s`
+      : `exited during startup (${exit.signal ?? `code ${exit.code}`})`;
+  return new StartupError(`${spec.name}: ${why}`, service);
+}
+
+function watchForDeath(service: RunningService): void {
+  void service.child.exited.then((exit) => {
+    if (shuttingDown) return;
+    reportFailure(
+      `${service.spec.name}: exited unexpectedly (${exit.signal ?? `code ${exit.code}`})`,
+      service,
+    );
+    void shutdown(1, "shutting everything down…");
+  });
+}
+
+function printSummary(infra: Infra): void {
+  const edge = running.find((s) => s.spec.name === "edge");
+  const services = running.filter((s) => s !== edge);
+  const rest = edge === undefined ? [] : [`REST http://127.0.0.1:${edge.ports.http}`];
+  const parts = services.map(
+    ({ spec, ports }) =>
+      `${spec.name} grpc 127.0.0.1:${ports.grpc}, connect http://127.0.0.1:${ports.http}, admin http://127.0.0.1:${ports.admin}`,
+  );
+  const none =
+    process.env.MESHMART_SERVICES === undefined
+      ? "no service has src/main.ts yet"
+      : "MESHMART_SERVICES selects none";
+  const what = parts.length > 0 ? [...rest, ...parts].join("; ") : `infrastructure only (${none})`;
+  say(bold(`meshmart is up — ${what}`));
+  const pgUrl = infra.started.includes("postgres") ? infra.postgresUrl : "(DATABASE_URL)";
+  say(`  postgres ${pgUrl} · redis ${infra.redisUrl} · nats ${infra.natsUrl}`);
+  const first = services[0];
+  if (first !== undefined) {
+    say("  try it:");
+    if (edge !== undefined) {
+      say(`    curl -s 'http://127.0.0.1:${edge.ports.http}/v1/products?page_size=2'`);
+    }
+    const grpc = `127.0.0.1:${first.ports.grpc}`;
+    const buf = "npx buf curl --protocol grpc --http2-prior-knowledge";
+    say(`    ${buf} --list-methods http://${grpc}`);
+    for (const { spec, ports } of services) {
+      if (spec.sample === undefined) continue;
+      const body = `'${spec.sample.body}'`;
+      say(`    ${buf} -d ${body} http://127.0.0.1:${ports.grpc}/${spec.sample.method}`);
+      say(
+        `    curl -s -H 'content-type: application/json' -d ${body} http://127.0.0.1:${ports.http}/${spec.sample.method}`,
+      );
+    }
+    say(`    curl -s http://127.0.0.1:${first.ports.admin}/readyz`);
+  }
+  say("  Ctrl-C stops everything.");
+}
+
+async function shutdown(code: number, message: string): Promise<never> {
+  shuttingDown = true;
+  say(message);
+  // Services first: they drain into Postgres and NATS, which must still be there.
+  await Promise.all(running.map((s) => s.child.stop()));
+  await infra?.stop();
+  clearInterval(keepAlive);
+  if (infra?.started.length) say(`stopped ${infra.started.join(", ")}`);
+  process.exit(code);
+}
+
+function reportFailure(message: string, service?: RunningService): void {
+  console.error(message);
+  if (service !== undefined && service.recent.length > 0) {
+    console.error(`  last lines of ${service.spec.name}:`);
+    for (const line of service.recent) console.error(`  ${line}`);
+  }
+}
+
+class StartupError extends Error {
+  constructor(
+    message: string,
+    readonly service?: RunningService,
+  ) {
+    super(message);
+  }
+}
+
+main().catch((error: unknown) => {
+  if (shuttingDown) return;
+  if (error instanceof StartupError) reportFailure(error.message, error.service);
+  else console.error(error instanceof Error ? error.message : error);
+  void shutdown(1, "startup failed; stopping what was started…");
+});

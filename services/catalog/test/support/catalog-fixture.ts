@@ -1,0 +1,134 @@
+import { randomUUID } from "node:crypto";
+import {
+  type CallOptions,
+  type Client,
+  createClient,
+  createRouterTransport,
+} from "@connectrpc/connect";
+import { createLogger, createPostgres, createRedis, migrate, type Sql } from "@meshmart/kit";
+import { CatalogService } from "@meshmart/kit/gen/meshmart/catalog/v1/catalog_service_pb.js";
+import {
+  createTestDatabase,
+  deleteKeys,
+  type TestDatabase,
+  testRedisUrl,
+  uniqueName,
+} from "@meshmart/kit/testing";
+import { Redis } from "ioredis";
+import { Registry } from "prom-client";
+import { createProductCache, type ProductCache } from "../../src/product-cache.js";
+import { createCatalogRoutes } from "../../src/routes.js";
+import { type CatalogStore, createCatalogStore, type NewProduct } from "../../src/store.js";
+import {
+  createLogSink,
+  createTestInterceptors,
+  createTestIssuer,
+  type LogSink,
+} from "./kit-testing.js";
+
+/** Catalog's migrations folder. */
+export const migrationsDir = new URL("../../migrations/", import.meta.url);
+
+/** A unique Redis key prefix for one test run, so runs sharing a Redis never collide. */
+export function uniqueCachePrefix(label: string): string {
+  return `${uniqueName(label)}:`;
+}
+
+/**
+ * Catalog's handlers wired exactly as `startCatalog` wires them (store, cache, routes),
+ * served in memory through the production interceptor chain, over a fresh database and a
+ * run-unique Redis prefix. `close()` releases everything and drops the database.
+ */
+export interface CatalogFixture {
+  client: Client<typeof CatalogService>;
+  /** The catalog's own pool, for arranging and checking rows behind the API. */
+  sql: Sql;
+  store: CatalogStore;
+  cache: ProductCache;
+  /** The registry the cache counts into. */
+  registry: Registry;
+  /** A separate Redis connection for reading the cache's keys directly. */
+  redis: Redis;
+  prefix: string;
+  db: TestDatabase;
+  logs: LogSink;
+  /** Call options carrying a bearer token with role admin / role customer. */
+  admin: CallOptions;
+  customer: CallOptions;
+  /** The cache key of a product. */
+  cacheKey(productId: string): string;
+  close(): Promise<void>;
+}
+
+export async function createCatalogFixture(label: string): Promise<CatalogFixture> {
+  const [db, redisUrl, issuer] = await Promise.all([
+    createTestDatabase(label),
+    testRedisUrl(),
+    createTestIssuer(),
+  ]);
+  const prefix = uniqueCachePrefix(label);
+  const logs = createLogSink();
+  const logger = createLogger({ service: "catalog", level: "debug", destination: logs.stream });
+  const registry = new Registry();
+  const sql = createPostgres({ url: db.url, service: "catalog", logger, registry });
+  const serviceRedis = createRedis({ url: redisUrl, logger });
+  const redis = new Redis(redisUrl, { lazyConnect: true });
+  try {
+    await Promise.all([migrate(sql, migrationsDir, logger), redis.connect()]);
+  } catch (reason) {
+    await sql.end({ timeout: 1 });
+    serviceRedis.disconnect();
+    redis.disconnect();
+    await db.drop();
+    throw reason;
+  }
+  const store = createCatalogStore(sql);
+  const cache = createProductCache({ redis: serviceRedis, prefix, ttlMs: 60_000, registry });
+  const { interceptors } = createTestInterceptors({ verifier: issuer.verifier });
+  const transport = createRouterTransport(createCatalogRoutes({ store, cache }), {
+    router: { interceptors },
+  });
+  const [adminToken, customerToken] = await Promise.all([
+    issuer.token({ roles: ["admin"] }),
+    issuer.token({ roles: ["customer"] }),
+  ]);
+  return {
+    client: createClient(CatalogService, transport),
+    sql,
+    store,
+    cache,
+    registry,
+    redis,
+    prefix,
+    db,
+    logs,
+    admin: { headers: { authorization: `Bearer ${adminToken}` } },
+    customer: { headers: { authorization: `Bearer ${customerToken}` } },
+    cacheKey: (productId) => `${prefix}product:${productId}`,
+    async close() {
+      await deleteKeys(redis, prefix);
+      redis.disconnect();
+      serviceRedis.disconnect();
+      await sql.end({ timeout: 5 });
+      await db.drop();
+    },
+  };
+}
+
+/** A product row to insert directly (bypassing the API), with sensible defaults. */
+export function productRow(overrides: Partial<NewProduct> & { sku: string }): NewProduct {
+  return {
+    id: randomUUID(),
+    name: `Product ${overrides.sku}`,
+    description: "",
+    category: "misc",
+    image_url: "",
+    price_currency: "EUR",
+    price_units: 10n,
+    price_nanos: 0,
+    ...overrides,
+  };
+}
+
+export { rejection, violationsOf } from "@meshmart/kit/testing";
+export { deleteKeys };

@@ -1,0 +1,31 @@
+export { createServiceClient, outgoing, type ServiceClientOptions } from "./client.js";
+export {
+  ConfigError,
+  configFields,
+  type KitConfig,
+  kitConfigSchema,
+  loadConfig,
+} from "./config.js";
+export { type Caller, callerKey, deadlineKey, remainingMs, requestIdKey } from "./context.js";
+export { instrumentStore } from "./data/instrument-store.js";
+export { migrate } from "./data/migrations.js";
+export { createPostgres, postgresCheck, type Sql } from "./data/postgres.js";
+export { createRedis, redisCheck } from "./data/redis.js";
+export {
+  openServiceData,
+  type ServiceData,
+  type ServiceDataOptions,
+} from "./data/service-data.js";
+export {
+  createJwtVerifier,
+  createServerInterceptors,
+  requireCaller,
+  requireRole,
+  type TokenVerifier,
+} from "./interceptors/index.js";
+export { type Closable, runMain } from "./main.js";
+export { createLogDestination, createLogger, type Logger } from "./observability/logger.js";
+export { createRpcMetrics, type RpcMetrics } from "./observability/rpc-metrics.js";
+export { createRuntime, type Runtime, type RuntimeOverrides, serve } from "./runtime.js";
+export type { DependencyCheck } from "./server/health-monitor.js";
+export type { Routes, ServiceHost } from "./server/service-host.js";

@@ -1,0 +1,46 @@
+import type { Interceptor } from "@connectrpc/connect";
+import type { Logger } from "pino";
+import type { RpcMetrics } from "../observability/rpc-metrics.js";
+import { createAuthInterceptor, type TokenVerifier } from "./auth.js";
+import { createDeadlineInterceptor } from "./deadline.js";
+import { createErrorInterceptor } from "./errors.js";
+import { type AccessLogMode, createObserveInterceptor } from "./observe.js";
+import { createTracingInterceptor } from "./tracing.js";
+import { createValidationInterceptor } from "./validation.js";
+
+/** What the production interceptor chain needs. */
+export interface ServerInterceptorOptions {
+  service: string;
+  logger: Logger;
+  /** Logger for the access log; defaults to `logger`. */
+  accessLogger?: Logger;
+  accessLog?: AccessLogMode;
+  metrics: RpcMetrics;
+  verifier?: TokenVerifier | undefined;
+  maxDeadlineMs: number;
+}
+
+/**
+ * The production chain, outermost first, identical on the gRPC and Connect ports (and in
+ * `createRouterTransport` tests): tracing wraps everything so logs carry trace ids;
+ * observe sees the final, masked code; errors mask what handlers and the inner
+ * interceptors did not mean to say; then deadline, authentication, validation.
+ */
+export function createServerInterceptors(options: ServerInterceptorOptions): Interceptor[] {
+  return [
+    createTracingInterceptor(),
+    createObserveInterceptor(
+      options.service,
+      options.accessLogger ?? options.logger,
+      options.metrics,
+      options.accessLog,
+    ),
+    createErrorInterceptor(options.logger),
+    createDeadlineInterceptor(options.maxDeadlineMs),
+    createAuthInterceptor(options.verifier),
+    createValidationInterceptor(),
+  ];
+}
+
+export { createJwtVerifier, requireCaller, requireRole, type TokenVerifier } from "./auth.js";
+export { codeName } from "./observe.js";

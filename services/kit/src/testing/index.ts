@@ -1,0 +1,40 @@
+/**
+ * `@meshmart/kit/testing`: infrastructure for `make up`, `make test` and test files.
+ * Dev-only; production code never imports it.
+ */
+
+export { createTestIssuer, type TestIssuer, testAudience, testIssuerName } from "./auth.js";
+export {
+  type ChildExit,
+  type ManagedChild,
+  type ManagedChildOptions,
+  spawnManaged,
+} from "./children.js";
+export { EchoService, echoImpl, echoRoutes } from "./echo.js";
+export { startTestHost, type TestHost, type TestHostOptions } from "./host.js";
+export {
+  createDatabase,
+  createTestDatabase,
+  databaseUrl,
+  dropDatabase,
+  type EnsureInfraOptions,
+  ensureInfra,
+  freePort,
+  type Infra,
+  type InfraPorts,
+  isPortOpen,
+  natsInfo,
+  type OwnedPostgres,
+  type OwnedPostgresOptions,
+  quoteIdentifier,
+  redisPing,
+  startOwnedPostgres,
+  type TestDatabase,
+  testNatsUrl,
+  testPostgresUrl,
+  testRedisUrl,
+  uniqueName,
+} from "./infra.js";
+export { createTestInterceptors } from "./interceptors.js";
+export { createLogSink, type LogSink } from "./log-sink.js";
+export { deleteKeys, rejection, violationsOf } from "./rpc-assertions.js";

@@ -1,0 +1,168 @@
+import assert from "node:assert/strict";
+import { type ChildProcess, execFile, spawn } from "node:child_process";
+import { once } from "node:events";
+import { dirname, join } from "node:path";
+import { after, before, test } from "node:test";
+import { fileURLToPath } from "node:url";
+import { promisify } from "node:util";
+import {
+  dropDatabase,
+  isPortOpen,
+  testNatsUrl,
+  testPostgresUrl,
+  testRedisUrl,
+  uniqueName,
+} from "@meshmart/kit/testing";
+
+// `make up` end to end: the script the Makefile runs, on the test run's own infra and
+// free ports, checked the way the README tells a user to check it.
+const ROOT = join(dirname(fileURLToPath(import.meta.url)), "..");
+const run = promisify(execFile);
+let up: ChildProcess;
+let output = "";
+let ports: { grpc: number; http: number; admin: number; edge: number };
+let adminUrl: string;
+const prefix = uniqueName("upsmoke");
+
+before(async () => {
+  adminUrl = await testPostgresUrl();
+  // Port 0 everywhere: the OS picks, `make up` reports. A port chosen here and handed
+  // over could be taken by a parallel test before the service binds it.
+  up = spawn(process.execPath, ["--conditions=development", "--import", "tsx", "scripts/up.ts"], {
+    cwd: ROOT,
+    env: {
+      ...process.env,
+      DATABASE_URL: adminUrl,
+      REDIS_URL: await testRedisUrl(),
+      NATS_URL: await testNatsUrl(),
+      MESHMART_DB_PREFIX: prefix,
+      MESHMART_SERVICES: "catalog,edge",
+      EDGE_PORT: "0",
+      CATALOG_GRPC_PORT: "0",
+      CATALOG_HTTP_PORT: "0",
+      CATALOG_ADMIN_PORT: "0",
+      CATALOG_CACHE_PREFIX: `${prefix}:`,
+      NO_COLOR: "1",
+    },
+    stdio: ["ignore", "pipe", "pipe"],
+  });
+  up.stdout?.on("data", (chunk: Buffer) => {
+    output += chunk.toString();
+  });
+  up.stderr?.on("data", (chunk: Buffer) => {
+    output += chunk.toString();
+  });
+  const deadline = Date.now() + 90_000;
+  while (!/^meshmart is up/m.test(output)) {
+    if (up.exitCode !== null || Date.now() > deadline) {
+      assert.fail(`make up did not come up:\n${output}`);
+    }
+    await new Promise((r) => setTimeout(r, 100));
+  }
+  ports = portsOf(output.split("\n").find((l) => l.startsWith("meshmart is up")) ?? "");
+});
+
+/** The ports the summary line names; every one must be there and real. */
+function portsOf(line: string): typeof ports {
+  const port = (pattern: RegExp): number => {
+    const found = Number(pattern.exec(line)?.[1]);
+    assert.ok(found > 0, `${pattern} in ${JSON.stringify(line)}`);
+    return found;
+  };
+  return {
+    edge: port(/REST http:\/\/127\.0\.0\.1:(\d+)/),
+    grpc: port(/catalog grpc 127\.0\.0\.1:(\d+)/),
+    http: port(/connect http:\/\/127\.0\.0\.1:(\d+)/),
+    admin: port(/admin http:\/\/127\.0\.0\.1:(\d+)/),
+  };
+}
+
+after(async () => {
+  if (up.exitCode === null) {
+    up.kill("SIGKILL");
+    await once(up, "exit");
+  }
+  await dropDatabase(adminUrl, `${prefix}_catalog`);
+});
+
+test("prints one 'meshmart is up' line naming the REST and catalog URLs", () => {
+  const lines = output.split("\n").filter((l) => l.startsWith("meshmart is up"));
+  assert.equal(lines.length, 1);
+  // portsOf found four distinct, real ports in it.
+  assert.equal(new Set(Object.values(ports)).size, 4, JSON.stringify(ports));
+});
+
+test("buf curl lists CatalogService and Health through reflection", async () => {
+  const { stdout } = await run(
+    join(ROOT, "node_modules/.bin/buf"),
+    [
+      "curl",
+      "--protocol",
+      "grpc",
+      "--http2-prior-knowledge",
+      "--list-methods",
+      `http://127.0.0.1:${ports.grpc}`,
+    ],
+    { cwd: ROOT },
+  );
+  assert.match(stdout, /^meshmart\.catalog\.v1\.CatalogService\/GetProduct$/m);
+  assert.match(stdout, /^grpc\.health\.v1\.Health\/Check$/m);
+});
+
+test("a seeded product comes back over gRPC and over Connect JSON", async () => {
+  const list = await fetch(
+    `http://127.0.0.1:${ports.http}/meshmart.catalog.v1.CatalogService/ListProducts`,
+    {
+      method: "POST",
+      headers: { "content-type": "application/json" },
+      body: JSON.stringify({ pageSize: 100 }),
+    },
+  );
+  assert.equal(list.status, 200);
+  const { products } = (await list.json()) as { products: { id: string; name: string }[] };
+  assert.ok(products.length >= 50, `demo catalog seeded (${products.length})`);
+  const product = products[0];
+  assert.ok(product);
+
+  const { stdout } = await run(
+    join(ROOT, "node_modules/.bin/buf"),
+    [
+      "curl",
+      "--protocol",
+      "grpc",
+      "--http2-prior-knowledge",
+      "-d",
+      JSON.stringify({ product_id: product.id }),
+      `http://127.0.0.1:${ports.grpc}/meshmart.catalog.v1.CatalogService/GetProduct`,
+    ],
+    { cwd: ROOT },
+  );
+  assert.equal((JSON.parse(stdout) as { product: { name: string } }).product.name, product.name);
+
+  const connect = await fetch(
+    `http://127.0.0.1:${ports.http}/meshmart.catalog.v1.CatalogService/GetProduct`,
+    {
+      method: "POST",
+      headers: { "content-type": "application/json" },
+      body: JSON.stringify({ productId: product.id }),
+    },
+  );
+  assert.equal(((await connect.json()) as { product: { id: string } }).product.id, product.id);
+});
+
+test("the REST edge serves the catalog", async () => {
+  const res = await fetch(`http://127.0.0.1:${ports.edge}/v1/products?page_size=2`);
+  assert.equal(res.status, 200);
+  const body = (await res.json()) as { products: unknown[]; nextPageToken: string };
+  assert.equal(body.products.length, 2);
+  assert.ok(body.nextPageToken.length > 0);
+});
+
+test("Ctrl-C stops everything cleanly with exit 0", async () => {
+  up.kill("SIGINT");
+  const [code] = (await once(up, "exit")) as [number | null];
+  assert.equal(code, 0, output.slice(-2000));
+  for (const port of Object.values(ports)) {
+    assert.equal(await isPortOpen("127.0.0.1", port), false, `port ${port} released`);
+  }
+});
