@@ -7,7 +7,7 @@ SHELL := /bin/bash
 # workspace package at its src/, so no build is needed for up/test.
 NODE_RUN := node --conditions=development --import tsx
 BUF := node_modules/.bin/buf
-WORKSPACES := services/kit services/identity services/catalog edge
+WORKSPACES := services/kit services/identity services/catalog services/inventory services/payments services/orders services/notifications edge
 
 .PHONY: help install generate lint format breaking typecheck build test test-unit up bench clean distclean
 

@@ -17,6 +17,19 @@ export {
   type ServiceDataOptions,
 } from "./data/service-data.js";
 export {
+  createEventNames,
+  domainOf,
+  EVENT_DOMAINS,
+  type EventDomain,
+  type EventNames,
+} from "./events/names.js";
+export {
+  migrateEventTables,
+  newEvent,
+  type OutboundEvent,
+  writeEvents,
+} from "./events/outbox.js";
+export {
   createJwtVerifier,
   createServerInterceptors,
   requireCaller,
