@@ -1,6 +1,8 @@
 import {
+  createEventNames,
   createRuntime,
   instrumentStore,
+  migrateEventTables,
   openServiceData,
   type RuntimeOverrides,
   type ServiceHost,
@@ -29,7 +31,10 @@ export async function startCatalog(
     migrations: new URL("../migrations/", import.meta.url),
   });
   try {
-    const store = instrumentStore(createCatalogStore(data.sql), "catalog", registry);
+    await migrateEventTables(data.sql, logger);
+    // TODO(events-wiring): namespace from config, relay started here.
+    const names = createEventNames();
+    const store = instrumentStore(createCatalogStore(data.sql, names), "catalog", registry);
     if (config.SEED_DEMO) await seedDemoCatalog(store, logger);
     const cache = createProductCache({
       redis: data.redis,

@@ -1,4 +1,10 @@
-import type { Sql } from "@meshmart/kit";
+import { type EventNames, newEvent, type Sql, writeEvents } from "@meshmart/kit";
+import {
+  ProductCreatedSchema,
+  ProductDeletedSchema,
+  ProductUpdatedSchema,
+} from "@meshmart/kit/gen/meshmart/catalog/v1/events_pb.js";
+import { toProduct } from "./product-mapper.js";
 
 /** A product as stored. Money is kept as units + nanos, exactly as the API carries it. */
 export interface ProductRow {
@@ -82,8 +88,16 @@ export function isUniqueViolation(reason: unknown, constraint?: string): boolean
   );
 }
 
-/** The store over catalog's own database. */
-export function createCatalogStore(sql: Sql): CatalogStore {
+/** The API field path (as in an update mask) a column belongs to. */
+function fieldPathOf(column: string): string {
+  return column.startsWith("price_") ? "price" : column;
+}
+
+/**
+ * The store over catalog's own database. Every change writes its product event to the
+ * outbox in the same transaction, so subscribers see exactly the changes that committed.
+ */
+export function createCatalogStore(sql: Sql, names: EventNames): CatalogStore {
   return {
     async get(id) {
       const rows = await sql<
@@ -137,6 +151,9 @@ export function createCatalogStore(sql: Sql): CatalogStore {
           await tx`delete from create_product_requests where request_id = ${requestId}`;
           return { kind: "conflict", reason: "sku_taken" };
         }
+        await writeEvents(tx, names, [
+          newEvent(ProductCreatedSchema, { productId: row.id, product: toProduct(row) }),
+        ]);
         return { kind: "created", product: row };
       });
     },
@@ -148,42 +165,46 @@ export function createCatalogStore(sql: Sql): CatalogStore {
           column,
           value: (typeof value === "bigint" ? value.toString() : value) as string | number,
         }));
-      const set = assignments.reduce(
-        (acc, { column, value }) => sql`${acc}, ${sql(column)} = ${value}`,
-        sql`version = version + 1, updated_at = now()`,
-      );
-      // Only a real change writes (and bumps the version): a retried update finds nothing
-      // to change and is answered with the current row, so retries are safe.
-      const changed = assignments.reduce(
-        (acc, { column, value }, i) =>
-          i === 0
-            ? sql`${sql(column)} is distinct from ${value}`
-            : sql`${acc} or ${sql(column)} is distinct from ${value}`,
-        sql`false`,
-      );
-      const versionFilter =
-        expectedVersion > 0n ? sql`and version = ${expectedVersion.toString()}` : sql``;
-      const rows = await sql<ProductRow[]>`
-        update products set ${set}
-        where id = ${id} ${versionFilter} and (${changed})
-        returning ${sql.unsafe(columns)}`;
-      if (rows[0] !== undefined) return rows[0];
-      const [current] = await sql<
-        ProductRow[]
-      >`select ${sql.unsafe(columns)} from products where id = ${id}`;
-      if (current === undefined) return undefined;
-      const unchanged = assignments.every(({ column, value }) => {
-        const stored = current[column as keyof ProductRow];
-        return (typeof stored === "bigint" ? stored.toString() : stored) === value;
+      return sql.begin(async (tx) => {
+        const [current] = await tx<ProductRow[]>`
+          select ${tx.unsafe(columns)} from products where id = ${id} for update`;
+        if (current === undefined) return undefined;
+        const changed = assignments.filter(({ column, value }) => {
+          const stored = current[column as keyof ProductRow];
+          return (typeof stored === "bigint" ? stored.toString() : stored) !== value;
+        });
+        // A retried update finds nothing left to change and gets the current row, whatever
+        // version it names: retries are safe, and no event announces a non-change.
+        if (changed.length === 0) return current;
+        if (expectedVersion > 0n && current.version !== expectedVersion) return "version_mismatch";
+        const set = changed.reduce(
+          (acc, { column, value }) => tx`${acc}, ${tx(column)} = ${value}`,
+          tx`version = version + 1, updated_at = now()`,
+        );
+        const [row] = await tx<ProductRow[]>`
+          update products set ${set} where id = ${id} returning ${tx.unsafe(columns)}`;
+        if (row === undefined) return undefined;
+        await writeEvents(tx, names, [
+          newEvent(ProductUpdatedSchema, {
+            productId: row.id,
+            product: toProduct(row),
+            changedFields: [...new Set(changed.map((c) => fieldPathOf(c.column)))],
+          }),
+        ]);
+        return row;
       });
-      return unchanged ? current : "version_mismatch";
     },
 
     async delete(id) {
-      const rows = await sql<
-        { version: bigint }[]
-      >`delete from products where id = ${id} returning version`;
-      return rows[0]?.version;
+      return sql.begin(async (tx) => {
+        const [row] = await tx<{ version: bigint }[]>`
+          delete from products where id = ${id} returning version`;
+        if (row === undefined) return undefined;
+        await writeEvents(tx, names, [
+          newEvent(ProductDeletedSchema, { productId: id, version: row.version }),
+        ]);
+        return row.version;
+      });
     },
 
     async listCategories() {
@@ -200,11 +221,20 @@ export function createCatalogStore(sql: Sql): CatalogStore {
     async insertMissing(products) {
       if (products.length === 0) return 0;
       const values = products.map((p) => ({ ...p, price_units: p.price_units.toString() }));
-      const rows = await sql`
-        insert into products ${sql(values, "id", "sku", "name", "description", "category", "image_url", "price_currency", "price_units", "price_nanos")}
-        on conflict (sku) do nothing
-        returning id`;
-      return rows.length;
+      return sql.begin(async (tx) => {
+        const rows = await tx<ProductRow[]>`
+          insert into products ${tx(values, "id", "sku", "name", "description", "category", "image_url", "price_currency", "price_units", "price_nanos")}
+          on conflict (sku) do nothing
+          returning ${tx.unsafe(columns)}`;
+        await writeEvents(
+          tx,
+          names,
+          rows.map((row) =>
+            newEvent(ProductCreatedSchema, { productId: row.id, product: toProduct(row) }),
+          ),
+        );
+        return rows.length;
+      });
     },
   };
 }

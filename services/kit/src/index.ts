@@ -19,6 +19,7 @@ export {
 export {
   createEventNames,
   domainOf,
+  EVENT_SUBJECTS,
   EVENT_DOMAINS,
   type EventDomain,
   type EventNames,

@@ -5,7 +5,15 @@ import {
   createClient,
   createRouterTransport,
 } from "@connectrpc/connect";
-import { createLogger, createPostgres, createRedis, migrate, type Sql } from "@meshmart/kit";
+import {
+  createEventNames,
+  createLogger,
+  createPostgres,
+  createRedis,
+  migrate,
+  migrateEventTables,
+  type Sql,
+} from "@meshmart/kit";
 import { CatalogService } from "@meshmart/kit/gen/meshmart/catalog/v1/catalog_service_pb.js";
 import {
   createTestDatabase,
@@ -74,7 +82,10 @@ export async function createCatalogFixture(label: string): Promise<CatalogFixtur
   const serviceRedis = createRedis({ url: redisUrl, logger });
   const redis = new Redis(redisUrl, { lazyConnect: true });
   try {
-    await Promise.all([migrate(sql, migrationsDir, logger), redis.connect()]);
+    await Promise.all([
+      migrate(sql, migrationsDir, logger).then(() => migrateEventTables(sql, logger)),
+      redis.connect(),
+    ]);
   } catch (reason) {
     await sql.end({ timeout: 1 });
     serviceRedis.disconnect();
@@ -82,7 +93,7 @@ export async function createCatalogFixture(label: string): Promise<CatalogFixtur
     await db.drop();
     throw reason;
   }
-  const store = createCatalogStore(sql);
+  const store = createCatalogStore(sql, createEventNames());
   const cache = createProductCache({ redis: serviceRedis, prefix, ttlMs: 60_000, registry });
   const { interceptors } = createTestInterceptors({ verifier: issuer.verifier });
   const transport = createRouterTransport(createCatalogRoutes({ store, cache }), {

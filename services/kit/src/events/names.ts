@@ -1,7 +1,14 @@
 import type { DescMessage } from "@bufbuild/protobuf";
 
 /** The domains that publish events; each has one stream. */
-export const EVENT_DOMAINS = ["identity", "catalog", "inventory", "payments", "orders"] as const;
+export const EVENT_DOMAINS = [
+  "identity",
+  "catalog",
+  "inventory",
+  "payments",
+  "orders",
+  "notifications",
+] as const;
 
 /** A domain that publishes events. */
 export type EventDomain = (typeof EVENT_DOMAINS)[number];
@@ -13,7 +20,7 @@ export type EventDomain = (typeof EVENT_DOMAINS)[number];
  */
 export interface EventNames {
   readonly namespace: string;
-  /** `<namespace>.<domain>.<event_name>` for an event message, e.g. meshmart.orders.order_placed. */
+  /** `<namespace>.<subject in the proto>` for an event message, e.g. meshmart.orders.order.placed. */
   subjectOf(schema: DescMessage): string;
   /** The stream holding a domain's events: ORDERS, or T1A2B_ORDERS under namespace t1a2b. */
   stream(domain: EventDomain): string;
@@ -35,7 +42,7 @@ export function createEventNames(namespace = "meshmart"): EventNames {
   const streamPrefix = namespace === "meshmart" ? "" : `${namespace.toUpperCase()}_`;
   return {
     namespace,
-    subjectOf: (schema) => `${namespace}.${domainOf(schema)}.${snakeCase(schema.name)}`,
+    subjectOf: (schema) => `${namespace}.${subjectSuffix(schema)}`,
     stream: (domain) => `${streamPrefix}${domain.toUpperCase()}`,
     streamSubjects: (domain) => [`${namespace}.${domain}.>`],
     deadLetterStream: `${streamPrefix}DEAD_LETTERS`,
@@ -53,6 +60,35 @@ export function domainOf(schema: DescMessage): EventDomain {
   return known;
 }
 
-function snakeCase(name: string): string {
-  return name.replace(/(?<=[a-z0-9])([A-Z])/g, "_$1").toLowerCase();
+/**
+ * Each event's subject, as its proto comment documents it. Listed rather than derived
+ * from the message name because the names don't follow one pattern (StockLevelChanged is
+ * inventory.stock.changed); a test checks that every event message in proto/ is here.
+ */
+export const EVENT_SUBJECTS: Readonly<Record<string, string>> = {
+  "meshmart.identity.v1.UserSignedUp": "identity.user.signed_up",
+  "meshmart.identity.v1.UserRoleGranted": "identity.user.role_granted",
+  "meshmart.catalog.v1.ProductCreated": "catalog.product.created",
+  "meshmart.catalog.v1.ProductUpdated": "catalog.product.updated",
+  "meshmart.catalog.v1.ProductDeleted": "catalog.product.deleted",
+  "meshmart.inventory.v1.StockReserved": "inventory.reservation.reserved",
+  "meshmart.inventory.v1.StockReleased": "inventory.reservation.released",
+  "meshmart.inventory.v1.StockCommitted": "inventory.reservation.committed",
+  "meshmart.inventory.v1.StockLevelChanged": "inventory.stock.changed",
+  "meshmart.payments.v1.PaymentAuthorized": "payments.payment.authorized",
+  "meshmart.payments.v1.PaymentCaptured": "payments.payment.captured",
+  "meshmart.payments.v1.PaymentVoided": "payments.payment.voided",
+  "meshmart.payments.v1.PaymentRefunded": "payments.payment.refunded",
+  "meshmart.payments.v1.PaymentFailed": "payments.payment.failed",
+  "meshmart.orders.v1.OrderPlaced": "orders.order.placed",
+  "meshmart.orders.v1.OrderConfirmed": "orders.order.confirmed",
+  "meshmart.orders.v1.OrderCancelled": "orders.order.cancelled",
+  "meshmart.notifications.v1.NotificationSent": "notifications.notification.sent",
+};
+
+function subjectSuffix(schema: DescMessage): string {
+  const suffix = EVENT_SUBJECTS[schema.typeName];
+  if (suffix === undefined) throw new Error(`${schema.typeName} is not a known event message`);
+  domainOf(schema);
+  return suffix;
 }

@@ -9,7 +9,7 @@ import {
 import { timestampNow } from "@bufbuild/protobuf/wkt";
 import { context, propagation } from "@opentelemetry/api";
 import type { Logger } from "pino";
-import type { Sql } from "postgres";
+import type { Sql, TransactionSql } from "postgres";
 import { migrate } from "../data/migrations.js";
 import type { EventNames } from "./names.js";
 
@@ -47,7 +47,7 @@ export function newEvent<Desc extends DescMessage>(
  * The active trace context is stored with each row so consumers continue the trace.
  */
 export async function writeEvents(
-  tx: Sql,
+  tx: TransactionSql | Sql,
   names: EventNames,
   events: readonly OutboundEvent[],
 ): Promise<void> {
