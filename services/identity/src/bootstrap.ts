@@ -17,7 +17,7 @@ export async function bootstrapAdmin(
   const existing = await store.findUserByEmail(email);
   if (existing !== undefined) {
     if (!existing.roles.includes("admin")) {
-      await store.addRole(existing.id, "admin");
+      await store.addRole(existing.id, "admin", "");
       logger.info({ user_id: existing.id }, "bootstrap admin: role admin granted");
     }
     return;
@@ -35,6 +35,6 @@ export async function bootstrapAdmin(
   });
   // Undefined: a replica starting alongside created it first; grant to be sure.
   const user = created ?? (await store.findUserByEmail(email));
-  if (created === undefined && user !== undefined) await store.addRole(user.id, "admin");
+  if (created === undefined && user !== undefined) await store.addRole(user.id, "admin", "");
   if (user !== undefined) logger.info({ user_id: user.id }, "bootstrap admin ready");
 }

@@ -142,7 +142,7 @@ export function createIdentityHandlers(deps: IdentityDeps): ServiceImpl<typeof I
       const admin = requireRole(ctx, ADMIN);
       const name = roleName(req.role);
       if (name === undefined) throw new ConnectError("role is not grantable", Code.InvalidArgument);
-      const row = await store.addRole(req.userId, name);
+      const row = await store.addRole(req.userId, name, admin.userId);
       if (row === undefined) throw new ConnectError(`user ${req.userId} not found`, Code.NotFound);
       logger.info({ user_id: row.id, role: name, granted_by: admin.userId }, "role granted");
       return { user: toUser(row) };

@@ -6,7 +6,14 @@
  * Replicas pick the new key up within their key cache lifetime (30 s).
  */
 import { pathToFileURL } from "node:url";
-import { ConfigError, createLogger, createPostgres, loadConfig, migrate } from "@meshmart/kit";
+import {
+  ConfigError,
+  createEventNames,
+  createLogger,
+  createPostgres,
+  loadConfig,
+  migrate,
+} from "@meshmart/kit";
 import { Registry } from "prom-client";
 import type { z } from "zod";
 import { identityConfigSchema } from "./config.js";
@@ -35,7 +42,8 @@ export async function rotateSigningKeys(
   try {
     await migrate(sql, migrationsDir, logger);
     const keys = createKeyRing({
-      store: createIdentityStore(sql),
+      // Rotation writes no events; the names only satisfy the store's signature.
+      store: createIdentityStore(sql, createEventNames()),
       kek: config.IDENTITY_KEY_ENCRYPTION_KEY,
     });
     const result = await keys.rotate(config.ACCESS_TOKEN_TTL_S);

@@ -1,8 +1,10 @@
 import { randomBytes } from "node:crypto";
 import {
+  createEventNames,
   createJwtVerifier,
   createRuntime,
   instrumentStore,
+  migrateEventTables,
   openServiceData,
   type RuntimeOverrides,
   type ServiceHost,
@@ -55,7 +57,10 @@ export async function startIdentity(
   });
   const { sql, redis } = data;
   try {
-    const store = instrumentStore(createIdentityStore(sql), "identity", registry);
+    await migrateEventTables(sql, logger);
+    // TODO(events-wiring): namespace from config, relay started here.
+    const names = createEventNames();
+    const store = instrumentStore(createIdentityStore(sql, names), "identity", registry);
     const keys = createKeyRing({ store, kek: config.IDENTITY_KEY_ENCRYPTION_KEY });
     await keys.ensureActiveKey();
     keyRing = keys;

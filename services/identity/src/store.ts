@@ -1,4 +1,9 @@
-import type { Sql } from "@meshmart/kit";
+import { type EventNames, newEvent, type Sql, writeEvents } from "@meshmart/kit";
+import {
+  UserRoleGrantedSchema,
+  UserSignedUpSchema,
+} from "@meshmart/kit/gen/meshmart/identity/v1/events_pb.js";
+import { roleOf } from "./user-mapper.js";
 
 /** A user as stored. */
 export interface UserRow {
@@ -45,8 +50,11 @@ export interface IdentityStore {
   createUser(user: Omit<UserRow, "created_at" | "updated_at">): Promise<UserRow | undefined>;
   findUserByEmail(email: string): Promise<UserRow | undefined>;
   getUser(id: string): Promise<UserRow | undefined>;
-  /** Adds the role (no-op when held); undefined when no such user. */
-  addRole(userId: string, role: string): Promise<UserRow | undefined>;
+  /**
+   * Adds the role (no-op when held); undefined when no such user. `grantedBy` is the
+   * admin's user id, empty for the bootstrap admin.
+   */
+  addRole(userId: string, role: string, grantedBy: string): Promise<UserRow | undefined>;
   insertRefreshToken(token: NewRefreshToken): Promise<void>;
   /**
    * Exchanges the token with `hash` for `next` (same family), atomically. A token already
@@ -74,15 +82,25 @@ export interface IdentityStore {
 }
 
 /** The store over identity's own database. */
-export function createIdentityStore(sql: Sql): IdentityStore {
+export function createIdentityStore(sql: Sql, names: EventNames): IdentityStore {
   return {
     async createUser(u) {
-      const rows = await sql<UserRow[]>`
-        insert into users (id, email, display_name, password_hash, roles)
-        values (${u.id}, ${u.email.toLowerCase()}, ${u.display_name}, ${u.password_hash}, ${u.roles})
-        on conflict ((lower(email))) do nothing
-        returning ${sql.unsafe(userColumns)}`;
-      return rows[0];
+      return sql.begin(async (tx) => {
+        const [row] = await tx<UserRow[]>`
+          insert into users (id, email, display_name, password_hash, roles)
+          values (${u.id}, ${u.email.toLowerCase()}, ${u.display_name}, ${u.password_hash}, ${u.roles})
+          on conflict ((lower(email))) do nothing
+          returning ${tx.unsafe(userColumns)}`;
+        if (row === undefined) return undefined;
+        await writeEvents(tx, names, [
+          newEvent(UserSignedUpSchema, {
+            userId: row.id,
+            email: row.email,
+            displayName: row.display_name,
+          }),
+        ]);
+        return row;
+      });
     },
 
     async findUserByEmail(email) {
@@ -97,15 +115,29 @@ export function createIdentityStore(sql: Sql): IdentityStore {
       return rows[0];
     },
 
-    async addRole(userId, role) {
-      const rows = await sql<UserRow[]>`
-        update users set roles = array_append(roles, ${role}::text), updated_at = now()
-        where id = ${userId} and not (${role}::text = any (roles))
-        returning ${sql.unsafe(userColumns)}`;
-      if (rows[0] !== undefined) return rows[0];
-      const [current] = await sql<UserRow[]>`
-        select ${sql.unsafe(userColumns)} from users where id = ${userId}`;
-      return current;
+    async addRole(userId, role, grantedBy) {
+      return sql.begin(async (tx) => {
+        const [granted] = await tx<UserRow[]>`
+          update users set roles = array_append(roles, ${role}::text), updated_at = now()
+          where id = ${userId} and not (${role}::text = any (roles))
+          returning ${tx.unsafe(userColumns)}`;
+        if (granted === undefined) {
+          const [current] = await tx<UserRow[]>`
+            select ${tx.unsafe(userColumns)} from users where id = ${userId}`;
+          return current;
+        }
+        const apiRole = roleOf(role);
+        if (apiRole !== undefined) {
+          await writeEvents(tx, names, [
+            newEvent(UserRoleGrantedSchema, {
+              userId: granted.id,
+              role: apiRole,
+              grantedByUserId: grantedBy,
+            }),
+          ]);
+        }
+        return granted;
+      });
     },
 
     async insertRefreshToken(t) {

@@ -13,7 +13,8 @@ export function roleName(role: Role): string | undefined {
   return roleNames.get(role);
 }
 
-function roleOf(name: string): Role | undefined {
+/** The API role for a stored role name; undefined for names the API has no role for. */
+export function roleOf(name: string): Role | undefined {
   for (const [role, n] of roleNames) if (n === name) return role;
   return undefined;
 }

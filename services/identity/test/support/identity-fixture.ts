@@ -6,11 +6,13 @@ import {
   createRouterTransport,
 } from "@connectrpc/connect";
 import {
+  createEventNames,
   createJwtVerifier,
   createLogger,
   createPostgres,
   createRedis,
   migrate,
+  migrateEventTables,
   type Sql,
 } from "@meshmart/kit";
 import { IdentityService } from "@meshmart/kit/gen/meshmart/identity/v1/identity_service_pb.js";
@@ -72,13 +74,14 @@ export async function createIdentityFixture(
   const redis = createRedis({ url: redisUrl, logger });
   try {
     await migrate(sql, migrationsDir, logger);
+    await migrateEventTables(sql, logger);
   } catch (reason) {
     await sql.end({ timeout: 1 });
     redis.disconnect();
     await db.drop();
     throw reason;
   }
-  const store = createIdentityStore(sql);
+  const store = createIdentityStore(sql, createEventNames());
   const keys = createKeyRing({ store, kek });
   await keys.ensureActiveKey();
   const tokens = createTokenIssuer({
