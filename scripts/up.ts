@@ -34,6 +34,7 @@ import {
   entryPoint,
   implementedServices,
   listeningPorts,
+  SERVICES,
   type ServicePorts,
   type ServiceSpec,
   serviceEnv,
@@ -131,29 +132,65 @@ async function main(): Promise<void> {
  */
 async function localSettings(spec: ServiceSpec): Promise<Record<string, string>> {
   const settings: Record<string, string> = {};
-  const identity = implementedServices(ROOT).find((s) => s.name === "identity");
-  if (identity !== undefined && spec.name !== "identity") {
-    let { http } = serviceEnv({
-      spec: identity,
-      databaseUrl: "",
-      redisUrl: "",
-      natsUrl: "",
-      env: process.env,
-    }).ports;
-    // Identity starts first; on port 0 its JWKS address is known only once it listens.
-    const running = runningService("identity");
-    if (http === 0 && running !== undefined) http = (await whenListening(running)).http;
-    settings.AUTH_JWKS_URL = `http://127.0.0.1:${http}/.well-known/jwks.json`;
+  if (spec.name !== "identity" && implemented("identity")) {
+    settings.AUTH_JWKS_URL = `http://127.0.0.1:${(await portsOf("identity")).http}/.well-known/jwks.json`;
   }
-  if (spec.name === "identity" && process.env.IDENTITY_KEY_ENCRYPTION_KEY === undefined) {
-    const file = join(ROOT, ".data", "up", "identity-kek");
-    if (!existsSync(file)) {
-      mkdirSync(dirname(file), { recursive: true });
-      writeFileSync(file, randomBytes(32).toString("base64"), { mode: 0o600 });
+  if (spec.name === "identity") {
+    settings.IDENTITY_KEY_ENCRYPTION_KEY = localSecret(
+      "identity-kek",
+      "IDENTITY_KEY_ENCRYPTION_KEY",
+    );
+  }
+  if (spec.name === "inventory") {
+    // Every demo product starts with stock, so orders placed right after `make up` succeed.
+    settings.INITIAL_STOCK_ON_PRODUCT_CREATED =
+      process.env.INITIAL_STOCK_ON_PRODUCT_CREATED ?? "100";
+  }
+  if (spec.name === "orders") {
+    settings.SAGA_CARD_KEY = localSecret("orders-saga-card-key", "SAGA_CARD_KEY");
+    for (const callee of ["catalog", "inventory", "payments"]) {
+      settings[`${callee.toUpperCase()}_URL`] = `http://127.0.0.1:${(await portsOf(callee)).grpc}`;
     }
-    settings.IDENTITY_KEY_ENCRYPTION_KEY = readFileSync(file, "utf8").trim();
   }
   return settings;
+}
+
+function implemented(name: string): boolean {
+  return implementedServices(ROOT).some((s) => s.name === name);
+}
+
+/**
+ * Where `name` listens: its configured ports, or (configured as 0) the ones it reported.
+ * Callees start before their callers, so a caller's settings can name them.
+ */
+async function portsOf(name: string): Promise<ServicePorts> {
+  const spec = SERVICES.find((s) => s.name === name);
+  if (spec === undefined) throw new Error(`unknown service ${name}`);
+  const configured = serviceEnv({
+    spec,
+    databaseUrl: "",
+    redisUrl: "",
+    natsUrl: "",
+    env: process.env,
+  }).ports;
+  const running = runningService(name);
+  if (running === undefined || Object.values(configured).every((p) => p !== 0)) return configured;
+  return whenListening(running);
+}
+
+/**
+ * A 32-byte key kept in .data/up across runs (data encrypted under it must stay readable
+ * after a restart), unless the user's environment sets `variable`.
+ */
+function localSecret(file: string, variable: string): string {
+  const fromEnv = process.env[variable];
+  if (fromEnv !== undefined && fromEnv !== "") return fromEnv;
+  const path = join(ROOT, ".data", "up", file);
+  if (!existsSync(path)) {
+    mkdirSync(dirname(path), { recursive: true });
+    writeFileSync(path, randomBytes(32).toString("base64"), { mode: 0o600 });
+  }
+  return readFileSync(path, "utf8").trim();
 }
 
 async function startService(spec: ServiceSpec, infra: Infra): Promise<RunningService> {
