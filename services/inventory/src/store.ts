@@ -1,0 +1,462 @@
+import {
+  type EventNames,
+  newEvent,
+  type OutboundEvent,
+  type Sql,
+  writeEvents,
+} from "@meshmart/kit";
+import {
+  StockCommittedSchema,
+  StockLevelChangedSchema,
+  StockReleasedSchema,
+  StockReservedSchema,
+} from "@meshmart/kit/gen/meshmart/inventory/v1/events_pb.js";
+import { toReservationItems, toStockLevel } from "./stock-mapper.js";
+
+/** A product's stock as stored. Invariant (checked by the table too): 0 <= reserved <= on_hand. */
+export interface StockRow {
+  product_id: string;
+  /** '' until a SetStock names one. */
+  sku: string;
+  on_hand: bigint;
+  reserved: bigint;
+  updated_at: Date;
+}
+
+/** A reservation's status as stored. */
+export type ReservationStatusText = "reserved" | "committed" | "released";
+
+/** Units of one product held by a reservation. */
+export interface ReservationItemRow {
+  product_id: string;
+  quantity: number;
+}
+
+/** A reservation with its items (in product id order). */
+export interface ReservationRow {
+  order_id: string;
+  status: ReservationStatusText;
+  created_at: Date;
+  updated_at: Date;
+  items: ReservationItemRow[];
+}
+
+/** What SetStock asks for; `sku` '' leaves the stored SKU as it is. */
+export interface StockChange {
+  productId: string;
+  sku: string;
+  onHand: bigint;
+}
+
+/** A stock record to create if missing (seeding). */
+export interface NewStock {
+  productId: string;
+  sku?: string;
+  onHand: bigint;
+}
+
+/** Outcome of SetStock. */
+export type SetStockOutcome =
+  | { kind: "set"; stock: StockRow }
+  | { kind: "below_reserved"; stock: StockRow }
+  | { kind: "sku_conflict" };
+
+/** Outcome of ReserveStock. */
+export type ReserveOutcome =
+  /** Held now, by this call. */
+  | { kind: "reserved"; reservation: ReservationRow }
+  /** A retry: the order already holds exactly these items (or they were committed since). */
+  | { kind: "existing"; reservation: ReservationRow }
+  | { kind: "released"; reservation: ReservationRow }
+  | { kind: "mismatch"; reservation: ReservationRow }
+  | { kind: "unknown_product"; productId: string }
+  | { kind: "insufficient"; productId: string; requested: number; available: bigint };
+
+/** Outcome of ReleaseReservation (and of the expiry sweeper, which shares it). */
+export type ReleaseOutcome =
+  /** `unitsReleased`: this call returned units to available (and published StockReleased). */
+  | { kind: "released"; reservation: ReservationRow; unitsReleased: boolean }
+  | { kind: "committed"; reservation: ReservationRow };
+
+/** Outcome of CommitReservation. */
+export type CommitOutcome =
+  | { kind: "committed"; reservation: ReservationRow }
+  | { kind: "released"; reservation: ReservationRow }
+  | { kind: "not_found" };
+
+/**
+ * Every SQL statement inventory runs. Each state change writes its events to the outbox in
+ * the same transaction, so an event is published if and only if its change committed.
+ *
+ * Concurrency: a change takes the row locks it needs on `stock_levels` in product id order
+ * (after the order's `reservations` row, when there is one), so two transactions touching
+ * the same products wait for each other instead of deadlocking, and availability is checked
+ * on locked rows. The table's check constraints hold the invariant whatever the code does.
+ */
+export interface InventoryStore {
+  getStock(productId: string): Promise<StockRow | undefined>;
+  getStockBySku(sku: string): Promise<StockRow | undefined>;
+  /** Sets on_hand (absolute), creating the record; a no-op change writes nothing. */
+  setStock(change: StockChange): Promise<SetStockOutcome>;
+  /** Holds every item or none; idempotent on `orderId`. */
+  reserve(orderId: string, items: readonly ReservationItemRow[]): Promise<ReserveOutcome>;
+  /** Releases a RESERVED reservation; records a RELEASED one for an unknown order. */
+  release(orderId: string): Promise<ReleaseOutcome>;
+  /** Takes a RESERVED reservation's units out of stock. */
+  commit(orderId: string): Promise<CommitOutcome>;
+  getReservation(orderId: string): Promise<ReservationRow | undefined>;
+  /** Order ids of RESERVED reservations created more than `olderThanMs` ago, oldest first. */
+  listExpired(olderThanMs: number, limit: number): Promise<string[]>;
+  /** Creates the stock records that do not exist yet (by product id or SKU); returns them. */
+  insertMissing(items: readonly NewStock[]): Promise<StockRow[]>;
+}
+
+const stockColumns = "product_id, sku, on_hand, reserved, updated_at";
+const reservationColumns = "order_id, status, created_at, updated_at";
+
+type ReservationHead = Omit<ReservationRow, "items">;
+
+/** Postgres error code for a unique violation. */
+const UNIQUE_VIOLATION = "23505";
+
+/** Thrown inside a transaction to roll it back and answer with `outcome`. */
+class Refusal<T> extends Error {
+  constructor(readonly outcome: T) {
+    super("refused");
+  }
+}
+
+/** The store over inventory's own database; events go to its outbox under `names`. */
+export function createInventoryStore(sql: Sql, names: EventNames): InventoryStore {
+  const levelChanged = (row: StockRow): OutboundEvent =>
+    newEvent(StockLevelChangedSchema, { productId: row.product_id, stock: toStockLevel(row) });
+
+  /** Runs `work` in a transaction; a Refusal rolls it back and becomes the result. */
+  async function transaction<T>(work: (tx: Sql) => Promise<T>): Promise<T> {
+    try {
+      return (await sql.begin((tx) => work(tx as unknown as Sql))) as T;
+    } catch (reason) {
+      if (reason instanceof Refusal) return reason.outcome as T;
+      throw reason;
+    }
+  }
+
+  async function loadReservation(
+    q: Sql,
+    orderId: string,
+    forUpdate: boolean,
+  ): Promise<ReservationRow | undefined> {
+    const [head] = await q<ReservationHead[]>`
+      select ${q.unsafe(reservationColumns)} from reservations where order_id = ${orderId}
+      ${forUpdate ? q`for update` : q``}`;
+    if (head === undefined) return undefined;
+    const items = await q<ReservationItemRow[]>`
+      select product_id, quantity from reservation_items
+      where order_id = ${orderId} order by product_id`;
+    return { ...head, items: [...items] };
+  }
+
+  /** Locks the stock rows of `productIds` in product id order (the deadlock-free order). */
+  async function lockStock(tx: Sql, productIds: readonly string[]): Promise<Map<string, StockRow>> {
+    if (productIds.length === 0) return new Map();
+    const rows = await tx<StockRow[]>`
+      select ${tx.unsafe(stockColumns)} from stock_levels
+      where product_id in ${tx([...productIds])}
+      order by product_id
+      for update`;
+    return new Map(rows.map((r) => [r.product_id, r]));
+  }
+
+  /** Adds signed deltas to locked rows; returns the rows after the change. */
+  async function applyDeltas(
+    tx: Sql,
+    deltas: readonly { productId: string; onHand: number; reserved: number }[],
+  ): Promise<StockRow[]> {
+    const values = deltas.map((d) => [d.productId, String(d.onHand), String(d.reserved)]);
+    const rows = await tx<StockRow[]>`
+      update stock_levels s
+      set on_hand = s.on_hand + v.on_hand::bigint,
+          reserved = s.reserved + v.reserved::bigint,
+          updated_at = now()
+      from (values ${tx(values)}) as v (product_id, on_hand, reserved)
+      where s.product_id = v.product_id::uuid
+      returning ${tx.unsafe(stockColumns.replace(/(\w+)/g, "s.$1"))}`;
+    if (rows.length !== deltas.length) {
+      throw new Error(`stock change touched ${rows.length} of ${deltas.length} products`);
+    }
+    return [...rows].sort((a, b) => compare(a.product_id, b.product_id));
+  }
+
+  async function setStatus(
+    tx: Sql,
+    orderId: string,
+    status: ReservationStatusText,
+  ): Promise<ReservationHead> {
+    const [row] = await tx<ReservationHead[]>`
+      update reservations set status = ${status}, updated_at = now()
+      where order_id = ${orderId}
+      returning ${tx.unsafe(reservationColumns)}`;
+    if (row === undefined) throw new Error("locked reservation disappeared");
+    return row;
+  }
+
+  return {
+    async getStock(productId) {
+      const [row] = await sql<StockRow[]>`
+        select ${sql.unsafe(stockColumns)} from stock_levels where product_id = ${productId}`;
+      return row;
+    },
+
+    async getStockBySku(sku) {
+      if (sku === "") return undefined;
+      const [row] = await sql<StockRow[]>`
+        select ${sql.unsafe(stockColumns)} from stock_levels where sku = ${sku}`;
+      return row;
+    },
+
+    async setStock({ productId: rawId, sku, onHand }) {
+      const productId = rawId.toLowerCase();
+      try {
+        return await transaction(async (tx): Promise<SetStockOutcome> => {
+          // The product's row and the row currently holding the SKU (it moves when catalog
+          // gave the SKU to another product), locked together in product id order.
+          const locked = await tx<StockRow[]>`
+            select ${tx.unsafe(stockColumns)} from stock_levels
+            where product_id = ${productId} ${sku === "" ? tx`` : tx`or sku = ${sku}`}
+            order by product_id
+            for update`;
+          let current = locked.find((r) => r.product_id === productId);
+          let created = false;
+          if (current === undefined) {
+            const [inserted] = await tx<StockRow[]>`
+              insert into stock_levels (product_id, on_hand) values (${productId}, 0)
+              on conflict (product_id) do nothing
+              returning ${tx.unsafe(stockColumns)}`;
+            created = inserted !== undefined;
+            // Lost a race with another first SetStock: its row is committed now.
+            current =
+              inserted ??
+              (
+                await tx<StockRow[]>`
+                  select ${tx.unsafe(stockColumns)} from stock_levels
+                  where product_id = ${productId} for update`
+              )[0];
+            if (current === undefined) throw new Error("stock row disappeared");
+          }
+          if (onHand < current.reserved)
+            throw new Refusal({ kind: "below_reserved", stock: current });
+          const events: OutboundEvent[] = [];
+          if (sku !== "") {
+            const moved = await tx<StockRow[]>`
+              update stock_levels set sku = '', updated_at = now()
+              where sku = ${sku} and product_id <> ${productId}
+              returning ${tx.unsafe(stockColumns)}`;
+            events.push(...moved.map(levelChanged));
+          }
+          const changed =
+            created || current.on_hand !== onHand || (sku !== "" && current.sku !== sku);
+          let stock = current;
+          if (changed) {
+            const [updated] = await tx<StockRow[]>`
+              update stock_levels
+              set on_hand = ${onHand.toString()},
+                  sku = ${sku === "" ? current.sku : sku},
+                  updated_at = now()
+              where product_id = ${productId}
+              returning ${tx.unsafe(stockColumns)}`;
+            if (updated === undefined) throw new Error("locked stock row disappeared");
+            stock = updated;
+            events.push(levelChanged(stock));
+          }
+          await writeEvents(tx, names, events);
+          return { kind: "set", stock };
+        });
+      } catch (reason) {
+        // Two products claimed one new SKU at the same moment; the loser may simply retry.
+        if ((reason as { code?: string }).code === UNIQUE_VIOLATION)
+          return { kind: "sku_conflict" };
+        throw reason;
+      }
+    },
+
+    reserve(rawOrderId, requested) {
+      const orderId = rawOrderId.toLowerCase();
+      const items = requested.map((i) => ({
+        product_id: i.product_id.toLowerCase(),
+        quantity: i.quantity,
+      }));
+      const sorted = [...items].sort((a, b) => compare(a.product_id, b.product_id));
+      return transaction(async (tx): Promise<ReserveOutcome> => {
+        // Claiming the order id first serializes concurrent attempts for one order: a
+        // second one waits here for the first to commit (then finds its reservation) or
+        // roll back (then makes its own).
+        const [claimed] = await tx<ReservationHead[]>`
+          insert into reservations (order_id, status) values (${orderId}, 'reserved')
+          on conflict (order_id) do nothing
+          returning ${tx.unsafe(reservationColumns)}`;
+        if (claimed === undefined) {
+          const existing = await loadReservation(tx, orderId, false);
+          if (existing === undefined) throw new Error("claimed reservation disappeared");
+          if (existing.status === "released") return { kind: "released", reservation: existing };
+          if (!sameItems(existing.items, sorted))
+            return { kind: "mismatch", reservation: existing };
+          return { kind: "existing", reservation: existing };
+        }
+        const stock = await lockStock(
+          tx,
+          sorted.map((i) => i.product_id),
+        );
+        // An unknown product is reported before a shortage anywhere: it is permanent, while
+        // a shortage may pass, so the caller learns first what no retry can fix.
+        for (const item of items) {
+          if (!stock.has(item.product_id)) {
+            throw new Refusal({ kind: "unknown_product", productId: item.product_id });
+          }
+        }
+        for (const item of items) {
+          const row = stock.get(item.product_id);
+          const available = row === undefined ? 0n : row.on_hand - row.reserved;
+          if (available < BigInt(item.quantity)) {
+            throw new Refusal({
+              kind: "insufficient",
+              productId: item.product_id,
+              requested: item.quantity,
+              available,
+            });
+          }
+        }
+        const levels = await applyDeltas(
+          tx,
+          sorted.map((i) => ({ productId: i.product_id, onHand: 0, reserved: i.quantity })),
+        );
+        await tx`
+          insert into reservation_items ${tx(
+            sorted.map((i) => ({ order_id: orderId, ...i })),
+            "order_id",
+            "product_id",
+            "quantity",
+          )}`;
+        await writeEvents(tx, names, [
+          newEvent(StockReservedSchema, { orderId, items: toReservationItems(sorted) }),
+          ...levels.map(levelChanged),
+        ]);
+        return { kind: "reserved", reservation: { ...claimed, items: sorted } };
+      });
+    },
+
+    release(rawOrderId) {
+      const orderId = rawOrderId.toLowerCase();
+      return transaction(async (tx): Promise<ReleaseOutcome> => {
+        // A release that comes first leaves a RELEASED record, so a ReserveStock for the
+        // order arriving late (the saga compensated after a timeout) is refused.
+        const [tombstone] = await tx<ReservationHead[]>`
+          insert into reservations (order_id, status) values (${orderId}, 'released')
+          on conflict (order_id) do nothing
+          returning ${tx.unsafe(reservationColumns)}`;
+        if (tombstone !== undefined) {
+          return {
+            kind: "released",
+            reservation: { ...tombstone, items: [] },
+            unitsReleased: false,
+          };
+        }
+        const current = await loadReservation(tx, orderId, true);
+        if (current === undefined) throw new Error("claimed reservation disappeared");
+        if (current.status === "committed") return { kind: "committed", reservation: current };
+        if (current.status === "released") {
+          return { kind: "released", reservation: current, unitsReleased: false };
+        }
+        await lockStock(
+          tx,
+          current.items.map((i) => i.product_id),
+        );
+        const levels = await applyDeltas(
+          tx,
+          current.items.map((i) => ({ productId: i.product_id, onHand: 0, reserved: -i.quantity })),
+        );
+        const head = await setStatus(tx, orderId, "released");
+        await writeEvents(tx, names, [
+          newEvent(StockReleasedSchema, { orderId, items: toReservationItems(current.items) }),
+          ...levels.map(levelChanged),
+        ]);
+        return {
+          kind: "released",
+          reservation: { ...head, items: current.items },
+          unitsReleased: true,
+        };
+      });
+    },
+
+    commit(rawOrderId) {
+      const orderId = rawOrderId.toLowerCase();
+      return transaction(async (tx): Promise<CommitOutcome> => {
+        const current = await loadReservation(tx, orderId, true);
+        if (current === undefined) return { kind: "not_found" };
+        if (current.status !== "reserved") {
+          return { kind: current.status, reservation: current };
+        }
+        await lockStock(
+          tx,
+          current.items.map((i) => i.product_id),
+        );
+        const levels = await applyDeltas(
+          tx,
+          current.items.map((i) => ({
+            productId: i.product_id,
+            onHand: -i.quantity,
+            reserved: -i.quantity,
+          })),
+        );
+        const head = await setStatus(tx, orderId, "committed");
+        await writeEvents(tx, names, [
+          newEvent(StockCommittedSchema, { orderId, items: toReservationItems(current.items) }),
+          ...levels.map(levelChanged),
+        ]);
+        return { kind: "committed", reservation: { ...head, items: current.items } };
+      });
+    },
+
+    getReservation(orderId) {
+      return loadReservation(sql, orderId.toLowerCase(), false);
+    },
+
+    async listExpired(olderThanMs, limit) {
+      const rows = await sql<{ order_id: string }[]>`
+        select order_id from reservations
+        where status = 'reserved'
+          and created_at < now() - ${String(olderThanMs)}::bigint * interval '1 millisecond'
+        order by created_at
+        limit ${limit}`;
+      return rows.map((r) => r.order_id);
+    },
+
+    async insertMissing(items) {
+      if (items.length === 0) return [];
+      const values = items.map((i) => ({
+        product_id: i.productId.toLowerCase(),
+        sku: i.sku ?? "",
+        on_hand: i.onHand.toString(),
+      }));
+      return transaction(async (tx) => {
+        const inserted = await tx<StockRow[]>`
+          insert into stock_levels ${tx(values, "product_id", "sku", "on_hand")}
+          on conflict do nothing
+          returning ${tx.unsafe(stockColumns)}`;
+        await writeEvents(tx, names, inserted.map(levelChanged));
+        return [...inserted];
+      });
+    },
+  };
+}
+
+function compare(a: string, b: string): number {
+  return a < b ? -1 : a > b ? 1 : 0;
+}
+
+/** Whether two item lists (each sorted by product id) hold the same quantities. */
+function sameItems(a: readonly ReservationItemRow[], b: readonly ReservationItemRow[]): boolean {
+  return (
+    a.length === b.length &&
+    a.every((x, i) => x.product_id === b[i]?.product_id && x.quantity === b[i]?.quantity)
+  );
+}

@@ -1,0 +1,177 @@
+import { randomBytes, randomUUID } from "node:crypto";
+import { fromBinary } from "@bufbuild/protobuf";
+import {
+  type CallOptions,
+  type Client,
+  createClient,
+  createRouterTransport,
+} from "@connectrpc/connect";
+import {
+  createEventNames,
+  createLogger,
+  createPostgres,
+  type EventNames,
+  migrate,
+  migrateEventTables,
+  type Sql,
+} from "@meshmart/kit";
+import {
+  StockCommittedSchema,
+  StockLevelChangedSchema,
+  StockReleasedSchema,
+  StockReservedSchema,
+} from "@meshmart/kit/gen/meshmart/inventory/v1/events_pb.js";
+import { InventoryService } from "@meshmart/kit/gen/meshmart/inventory/v1/inventory_service_pb.js";
+import {
+  createLogSink,
+  createTestDatabase,
+  createTestInterceptors,
+  createTestIssuer,
+  type LogSink,
+  type TestDatabase,
+} from "@meshmart/kit/testing";
+import { Registry } from "prom-client";
+import { createInventoryRoutes } from "../../src/routes.js";
+import { createInventoryStore, type InventoryStore, type StockRow } from "../../src/store.js";
+
+/** Inventory's migrations folder. */
+export const migrationsDir = new URL("../../migrations/", import.meta.url);
+
+/** The event messages inventory publishes, by fully-qualified type name. */
+export const eventSchemas = {
+  "meshmart.inventory.v1.StockReserved": StockReservedSchema,
+  "meshmart.inventory.v1.StockReleased": StockReleasedSchema,
+  "meshmart.inventory.v1.StockCommitted": StockCommittedSchema,
+  "meshmart.inventory.v1.StockLevelChanged": StockLevelChangedSchema,
+} as const;
+
+/** An outbox row, as the relay will read it. */
+export interface OutboxRow {
+  seq: bigint;
+  event_id: string;
+  subject: string;
+  event_type: string;
+  payload: Buffer;
+}
+
+/**
+ * Inventory's handlers wired as `startInventory` wires them (store, routes), served in
+ * memory through the production interceptor chain over a fresh database. `close()`
+ * releases the pool and drops the database.
+ */
+export interface InventoryFixture {
+  client: Client<typeof InventoryService>;
+  /** The service's own pool, for arranging and checking rows behind the API. */
+  sql: Sql;
+  store: InventoryStore;
+  names: EventNames;
+  db: TestDatabase;
+  logs: LogSink;
+  /** Call options with a bearer token of role admin / customer, and with a forged token. */
+  admin: CallOptions;
+  customer: CallOptions;
+  forged: CallOptions;
+  /** A product with a stock record of `onHand` units (created directly, no events). */
+  product(onHand: number, sku?: string): Promise<string>;
+  /** The stored stock row of a product. */
+  stock(productId: string): Promise<StockRow>;
+  /** Outbox rows written after `afterSeq`, in order. */
+  outboxSince(afterSeq: bigint): Promise<OutboxRow[]>;
+  /** The highest outbox seq so far (0 when empty), to look at what comes after. */
+  outboxMark(): Promise<bigint>;
+  close(): Promise<void>;
+}
+
+/** Options of {@link createInventoryFixture}. */
+export interface FixtureOptions {
+  /** Pool size of the service's pool (the production default is 10). */
+  poolMax?: number;
+}
+
+export async function createInventoryFixture(
+  label: string,
+  options: FixtureOptions = {},
+): Promise<InventoryFixture> {
+  const [db, issuer] = await Promise.all([createTestDatabase(label), createTestIssuer()]);
+  const logs = createLogSink();
+  const logger = createLogger({ service: "inventory", level: "debug", destination: logs.stream });
+  const sql = createPostgres({
+    url: db.url,
+    service: "inventory",
+    logger,
+    registry: new Registry(),
+    ...(options.poolMax === undefined ? {} : { max: options.poolMax }),
+  });
+  try {
+    await migrate(sql, migrationsDir, logger);
+    await migrateEventTables(sql, logger);
+  } catch (reason) {
+    await sql.end({ timeout: 1 });
+    await db.drop();
+    throw reason;
+  }
+  const names = createEventNames("meshmart");
+  const store = createInventoryStore(sql, names);
+  const { interceptors } = createTestInterceptors({ verifier: issuer.verifier });
+  const transport = createRouterTransport(createInventoryRoutes({ store }), {
+    router: { interceptors },
+  });
+  const [adminToken, customerToken, forgedIssuer] = await Promise.all([
+    issuer.token({ roles: ["admin"] }),
+    issuer.token({ roles: ["customer"] }),
+    createTestIssuer(),
+  ]);
+  const forgedToken = await forgedIssuer.token({ roles: ["admin"] });
+  return {
+    client: createClient(InventoryService, transport),
+    sql,
+    store,
+    names,
+    db,
+    logs,
+    admin: { headers: { authorization: `Bearer ${adminToken}` } },
+    customer: { headers: { authorization: `Bearer ${customerToken}` } },
+    forged: { headers: { authorization: `Bearer ${forgedToken}` } },
+    async product(onHand, sku = "") {
+      const id = randomUUID();
+      await sql`insert into stock_levels (product_id, sku, on_hand) values (${id}, ${sku}, ${onHand})`;
+      return id;
+    },
+    async stock(productId) {
+      const [row] = await sql<StockRow[]>`
+        select product_id, sku, on_hand, reserved, updated_at from stock_levels
+        where product_id = ${productId}`;
+      if (row === undefined) throw new Error(`no stock row for ${productId}`);
+      return row;
+    },
+    async outboxSince(afterSeq) {
+      const rows = await sql<OutboxRow[]>`
+        select seq, event_id, subject, event_type, payload from event_outbox
+        where seq > ${afterSeq.toString()} order by seq`;
+      return [...rows];
+    },
+    async outboxMark() {
+      const [row] = await sql<{ seq: bigint | null }[]>`select max(seq) as seq from event_outbox`;
+      return row?.seq ?? 0n;
+    },
+    async close() {
+      await sql.end({ timeout: 5 });
+      await db.drop();
+    },
+  };
+}
+
+/** An outbox row's payload, decoded with its declared type. */
+export function decodeEvent(row: OutboxRow) {
+  const schema = eventSchemas[row.event_type as keyof typeof eventSchemas];
+  if (schema === undefined) throw new Error(`unexpected event type ${row.event_type}`);
+  return fromBinary(schema, row.payload);
+}
+
+/** A SKU no other test uses. */
+export function uniqueSku(tag: string): string {
+  return `${tag}-${randomBytes(4).toString("hex").toUpperCase()}`;
+}
+
+export { rejection, violationsOf } from "@meshmart/kit/testing";
+export { errorInfosOf } from "../../src/error-info.js";
