@@ -16,6 +16,8 @@ export const inventoryConfigSchema = kitConfigSchema.extend({
   RESERVATION_SWEEP_INTERVAL_MS: configFields.positiveMs.default(30_000),
   /** Reservations the sweeper releases per query round. */
   RESERVATION_SWEEP_BATCH: z.coerce.number().int().min(1).max(10_000).default(100),
+  /** Units a product starts with when catalog announces it; 0 in a deployment. */
+  INITIAL_STOCK_ON_PRODUCT_CREATED: z.coerce.number().int().min(0).max(1_000_000).default(0),
   /**
    * Local `make up`: accepted for symmetry with the other services. Inventory cannot know
    * the demo catalog's products on its own; the stock is seeded with `seedStock`.

@@ -11,6 +11,7 @@ import {
 import type { InventoryConfig } from "./config.js";
 import { createInventoryRoutes } from "./routes.js";
 import { createInventoryStore } from "./store.js";
+import { CONSUMER, createSubscriptions } from "./subscriptions.js";
 import { createReservationSweeper } from "./sweeper.js";
 
 export { type InventoryConfig, inventoryConfigSchema } from "./config.js";
@@ -58,19 +59,30 @@ export async function startInventory(
         logger,
         registry,
       });
-      const host = await serve(runtime, {
-        routes: createInventoryRoutes({ store }),
-        checks: [...data.checks, ...events.checks],
-        // The sweeper writes events, so it stops before the relay; the relay before the pool.
-        onClose: async () => {
-          await sweeper.stop();
-          await events.close();
-          await data.close();
-        },
-      });
+      // Relay, sweeper and consumer run before the listeners open, so a start that fails
+      // part-way leaves no server behind; the catch below stops what did start.
       events.startRelay();
       sweeper.start();
-      return host;
+      try {
+        await events.consume({
+          durable: CONSUMER,
+          domains: ["catalog"],
+          handlers: createSubscriptions(store, BigInt(config.INITIAL_STOCK_ON_PRODUCT_CREATED)),
+        });
+        return await serve(runtime, {
+          routes: createInventoryRoutes({ store }),
+          checks: [...data.checks, ...events.checks],
+          // The sweeper writes events, so it stops before the relay; the relay before the pool.
+          onClose: async () => {
+            await sweeper.stop();
+            await events.close();
+            await data.close();
+          },
+        });
+      } catch (reason) {
+        await sweeper.stop();
+        throw reason;
+      }
     } catch (reason) {
       await events.close();
       throw reason;

@@ -11,6 +11,7 @@ import {
   StockReleasedSchema,
   StockReservedSchema,
 } from "@meshmart/kit/gen/meshmart/inventory/v1/events_pb.js";
+import type { TransactionSql } from "postgres";
 import { toReservationItems, toStockLevel } from "./stock-mapper.js";
 
 /** A product's stock as stored. Invariant (checked by the table too): 0 <= reserved <= on_hand. */
@@ -107,8 +108,11 @@ export interface InventoryStore {
   getReservation(orderId: string): Promise<ReservationRow | undefined>;
   /** Order ids of RESERVED reservations created more than `olderThanMs` ago, oldest first. */
   listExpired(olderThanMs: number, limit: number): Promise<string[]>;
-  /** Creates the stock records that do not exist yet (by product id or SKU); returns them. */
-  insertMissing(items: readonly NewStock[]): Promise<StockRow[]>;
+  /**
+   * Creates the stock records that do not exist yet (by product id or SKU); returns them.
+   * Inside `within` when given (an event handler's transaction), else in its own.
+   */
+  insertMissing(items: readonly NewStock[], within?: TransactionSql): Promise<StockRow[]>;
 }
 
 const stockColumns = "product_id, sku, on_hand, reserved, updated_at";
@@ -430,21 +434,22 @@ export function createInventoryStore(sql: Sql, names: EventNames): InventoryStor
       return rows.map((r) => r.order_id);
     },
 
-    async insertMissing(items) {
+    async insertMissing(items, within) {
       if (items.length === 0) return [];
       const values = items.map((i) => ({
         product_id: i.productId.toLowerCase(),
         sku: i.sku ?? "",
         on_hand: i.onHand.toString(),
       }));
-      return transaction(async (tx) => {
+      const insert = async (tx: Sql): Promise<StockRow[]> => {
         const inserted = await tx<StockRow[]>`
           insert into stock_levels ${tx(values, "product_id", "sku", "on_hand")}
           on conflict do nothing
           returning ${tx.unsafe(stockColumns)}`;
         await writeEvents(tx, names, inserted.map(levelChanged));
         return [...inserted];
-      });
+      };
+      return within === undefined ? transaction(insert) : insert(within as unknown as Sql);
     },
   };
 }

@@ -33,6 +33,9 @@ export function encodePageToken(row: NotificationRow, orderId: string): string {
   );
 }
 
+/** created_at::text, e.g. 2026-11-29 12:10:11.123456+00; anything else never reaches SQL. */
+const POSTGRES_TIMESTAMPTZ = /^\d{4}-\d{2}-\d{2} \d{2}:\d{2}:\d{2}(\.\d{1,6})?[+-]\d{2}(:\d{2})?$/;
+
 /** Reads a page token; INVALID_ARGUMENT when it is malformed or for another filter. */
 export function decodePageToken(token: string, orderId: string): NotificationCursor {
   let parsed: unknown;
@@ -46,7 +49,7 @@ export function decodePageToken(token: string, orderId: string): NotificationCur
     typeof t !== "object" ||
     t === null ||
     typeof t.t !== "string" ||
-    Number.isNaN(Date.parse(t.t.replace(" ", "T"))) ||
+    !POSTGRES_TIMESTAMPTZ.test(t.t) ||
     typeof t.i !== "string" ||
     !/^[0-9a-f-]{36}$/.test(t.i)
   ) {

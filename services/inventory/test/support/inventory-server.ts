@@ -76,7 +76,11 @@ export async function startTestInventory(options: {
     natsUrl,
     async stop() {
       await host.close();
-      await deleteStreams(natsUrl, [names.stream("inventory"), names.deadLetterStream]);
+      await deleteStreams(natsUrl, [
+        names.stream("inventory"),
+        names.stream("catalog"),
+        names.deadLetterStream,
+      ]);
     },
   };
 }

@@ -11,6 +11,7 @@ export {
   spawnManaged,
 } from "./children.js";
 export { EchoService, echoImpl, echoRoutes } from "./echo.js";
+export { openTestEvents, type TestEvents, type TestPublishOptions, waitFor } from "./events.js";
 export { startTestHost, type TestHost, type TestHostOptions } from "./host.js";
 export {
   createDatabase,

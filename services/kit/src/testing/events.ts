@@ -1,0 +1,135 @@
+import { randomUUID } from "node:crypto";
+import { create, type DescMessage, type MessageInitShape, toBinary } from "@bufbuild/protobuf";
+import {
+  type JetStreamClient,
+  type JetStreamManager,
+  jetstream,
+  jetstreamManager,
+  type StoredMsg,
+} from "@nats-io/jetstream";
+import { headers, type NatsConnection } from "@nats-io/transport-node";
+import { createEventNames, type EventNames } from "../events/names.js";
+import { connectNats } from "../events/nats.js";
+import { createLogger } from "../observability/logger.js";
+import { testNatsUrl, uniqueName } from "./infra.js";
+
+/** Options for {@link TestEvents.publish}. */
+export interface TestPublishOptions {
+  /** Nats-Msg-Id; fresh by default, so publishing an event twice is a redelivery. */
+  msgId?: string;
+  /** Overrides the Meshmart-Event-Type header. */
+  eventType?: string;
+  /** Raw bytes instead of the encoded message: a poison message. */
+  payload?: Uint8Array;
+}
+
+/** A test run's own slice of the shared NATS server: a namespace nobody else uses. */
+export interface TestEvents {
+  namespace: string;
+  names: EventNames;
+  natsUrl: string;
+  /** NATS_URL and EVENTS_NAMESPACE, to spread into a service's test environment. */
+  env: { NATS_URL: string; EVENTS_NAMESPACE: string };
+  nc: NatsConnection;
+  js: JetStreamClient;
+  jsm: JetStreamManager;
+  /** Publishes an event as the outbox relay does (headers included); returns its event_id. */
+  publish<Desc extends DescMessage>(
+    schema: Desc,
+    init: MessageInitShape<Desc>,
+    options?: TestPublishOptions,
+  ): Promise<string>;
+  /** Every message in one of the namespace's streams, in order. */
+  read(stream: string): Promise<StoredMsg[]>;
+  /** Deletes the namespace's streams and closes the connection. */
+  close(): Promise<void>;
+}
+
+/**
+ * Opens a run-unique event namespace on the test NATS server (TEST_NATS_URL or the local
+ * one). Streams appear as services start under it; close() deletes them all.
+ */
+export async function openTestEvents(label = "t"): Promise<TestEvents> {
+  const natsUrl = await testNatsUrl();
+  const namespace = uniqueName(label)
+    .toLowerCase()
+    .replace(/[^a-z0-9_]/g, "_")
+    .slice(0, 32);
+  const names = createEventNames(namespace);
+  const nc = await connectNats({
+    url: natsUrl,
+    name: `test-${namespace}`,
+    logger: createLogger({ service: "test-events", level: "silent" }),
+  });
+  const js = jetstream(nc);
+  const jsm = await jetstreamManager(nc);
+  const streamPrefix = names.deadLetterStream.replace(/DEAD_LETTERS$/, "");
+  return {
+    namespace,
+    names,
+    natsUrl,
+    env: { NATS_URL: natsUrl, EVENTS_NAMESPACE: namespace },
+    nc,
+    js,
+    jsm,
+    async publish(schema, init, options = {}) {
+      const message = create(schema, {
+        eventId: randomUUID(),
+        ...(init as object),
+      } as unknown as MessageInitShape<typeof schema>);
+      const eventId = (message as unknown as { eventId: string }).eventId;
+      const h = headers();
+      h.set("Content-Type", "application/x-protobuf");
+      h.set("Meshmart-Event-Type", options.eventType ?? schema.typeName);
+      await js.publish(names.subjectOf(schema), options.payload ?? toBinary(schema, message), {
+        headers: h,
+        msgID: options.msgId ?? randomUUID(),
+      });
+      return eventId;
+    },
+    async read(stream) {
+      const messages: StoredMsg[] = [];
+      let seq = 1;
+      for (;;) {
+        const msg = await jsm.streams
+          .getMessage(stream, { seq, next_by_subj: ">" } as unknown as { seq: number })
+          .catch(() => null);
+        if (msg === null) return messages;
+        messages.push(msg);
+        seq = msg.seq + 1;
+      }
+    },
+    async close() {
+      try {
+        for await (const name of jsm.streams.names()) {
+          if (name.startsWith(streamPrefix)) await jsm.streams.delete(name);
+        }
+      } finally {
+        await nc.close();
+      }
+    },
+  };
+}
+
+/** Resolves with `check`'s first truthy value; rejects after `timeoutMs`, naming `what`. */
+export async function waitFor<T>(
+  what: string,
+  check: () => T | Promise<T>,
+  timeoutMs = 10_000,
+): Promise<NonNullable<T>> {
+  const deadline = Date.now() + timeoutMs;
+  let last: unknown;
+  for (;;) {
+    try {
+      const value = await check();
+      if (value) return value as NonNullable<T>;
+    } catch (reason) {
+      last = reason;
+    }
+    if (Date.now() > deadline) {
+      const cause = last instanceof Error ? `: ${last.message}` : "";
+      throw new Error(`timed out waiting for ${what}${cause}`);
+    }
+    await new Promise((resolve) => setTimeout(resolve, 25));
+  }
+}
