@@ -31,9 +31,12 @@ import {
 } from "@meshmart/kit/testing";
 import { formatLogLine } from "./lib/log-format.js";
 import {
+  dependenciesOf,
+  edgeSettings,
   entryPoint,
   implementedServices,
   listeningPorts,
+  meshSettings,
   SERVICES,
   type ServicePorts,
   type ServiceSpec,
@@ -131,28 +134,20 @@ async function main(): Promise<void> {
  * (kept in .data/up, mode 0600; a real deployment takes it from a Secret).
  */
 async function localSettings(spec: ServiceSpec): Promise<Record<string, string>> {
-  const settings: Record<string, string> = {};
-  if (spec.name !== "identity" && implemented("identity")) {
-    settings.AUTH_JWKS_URL = `http://127.0.0.1:${(await portsOf("identity")).http}/.well-known/jwks.json`;
+  const known = new Map<string, ServicePorts>();
+  for (const dependency of dependenciesOf(spec.name)) {
+    if (implemented(dependency)) known.set(dependency, await portsOf(dependency));
   }
-  if (spec.name === "identity") {
-    settings.IDENTITY_KEY_ENCRYPTION_KEY = localSecret(
-      "identity-kek",
-      "IDENTITY_KEY_ENCRYPTION_KEY",
-    );
-  }
-  if (spec.name === "inventory") {
-    // Every demo product starts with stock, so orders placed right after `make up` succeed.
-    settings.INITIAL_STOCK_ON_PRODUCT_CREATED =
-      process.env.INITIAL_STOCK_ON_PRODUCT_CREATED ?? "100";
-  }
-  if (spec.name === "orders") {
-    settings.SAGA_CARD_KEY = localSecret("orders-saga-card-key", "SAGA_CARD_KEY");
-    for (const callee of ["catalog", "inventory", "payments"]) {
-      settings[`${callee.toUpperCase()}_URL`] = `http://127.0.0.1:${(await portsOf(callee)).grpc}`;
-    }
-  }
-  return settings;
+  return meshSettings(
+    spec.name,
+    (name) => known.get(name),
+    (which) =>
+      localSecret(
+        which,
+        which === "identity-kek" ? "IDENTITY_KEY_ENCRYPTION_KEY" : "SAGA_CARD_KEY",
+      ),
+    process.env,
+  );
 }
 
 function implemented(name: string): boolean {
@@ -287,13 +282,8 @@ function startEdge(): RunningService {
     // stricter ones on the credential endpoints.
     EDGE_RATE_LIMIT: process.env.EDGE_RATE_LIMIT ?? "50/100",
     EDGE_RATE_LIMITS: process.env.EDGE_RATE_LIMITS ?? "Login=1/10,SignUp=1/10,RefreshToken=2/10",
-    UPSTREAMS: services.map((s) => `${s.spec.name}=127.0.0.1:${s.ports.grpc}`).join(","),
     LOG_LEVEL: process.env.LOG_LEVEL ?? "info",
-    ...(services.some((s) => s.spec.name === "identity")
-      ? {
-          AUTH_JWKS_URL: `http://127.0.0.1:${services.find((s) => s.spec.name === "identity")?.ports.http}/.well-known/jwks.json`,
-        }
-      : {}),
+    ...edgeSettings(new Map(services.map((s) => [s.spec.name, s.ports]))),
   };
   say(`edge: REST on ${port === 0 ? "a free port" : `http://127.0.0.1:${port}`}; starting…`);
   return launch(

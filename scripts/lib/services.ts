@@ -132,3 +132,57 @@ export function listeningPorts(line: string): ServicePorts | undefined {
   }
   return undefined;
 }
+
+/** The gRPC calls between services: caller → callees. Callees start before callers. */
+export const CALLS: Readonly<Record<string, readonly string[]>> = {
+  orders: ["catalog", "inventory", "payments"],
+};
+
+/** The services whose addresses `name`'s settings contain: identity (JWKS) and its callees. */
+export function dependenciesOf(name: string): string[] {
+  return [...(name === "identity" ? [] : ["identity"]), ...(CALLS[name] ?? [])];
+}
+
+/** Keys a local mesh makes up once and keeps (data encrypted under them must stay readable). */
+export type LocalSecret = "identity-kek" | "orders-saga-card-key";
+
+/**
+ * What a service needs on one machine beyond {@link serviceEnv}'s common settings: the
+ * JWKS URL, callee addresses, its encryption keys, demo stock. `portsOf` answers for
+ * {@link dependenciesOf}(name) that are running (others are left out).
+ */
+export function meshSettings(
+  name: string,
+  portsOf: (service: string) => ServicePorts | undefined,
+  secret: (which: LocalSecret) => string,
+  env: NodeJS.ProcessEnv,
+): Record<string, string> {
+  const settings: Record<string, string> = {};
+  const identity = name === "identity" ? undefined : portsOf("identity");
+  if (identity !== undefined) {
+    settings.AUTH_JWKS_URL = `http://127.0.0.1:${identity.http}/.well-known/jwks.json`;
+  }
+  for (const callee of CALLS[name] ?? []) {
+    const ports = portsOf(callee);
+    if (ports !== undefined)
+      settings[`${callee.toUpperCase()}_URL`] = `http://127.0.0.1:${ports.grpc}`;
+  }
+  if (name === "identity") settings.IDENTITY_KEY_ENCRYPTION_KEY = secret("identity-kek");
+  if (name === "orders") settings.SAGA_CARD_KEY = secret("orders-saga-card-key");
+  // Every demo product starts with stock, so orders placed right after start succeed.
+  if (name === "inventory") {
+    settings.INITIAL_STOCK_ON_PRODUCT_CREATED = env.INITIAL_STOCK_ON_PRODUCT_CREATED ?? "100";
+  }
+  return settings;
+}
+
+/** The edge's settings in front of `services` (name → ports). */
+export function edgeSettings(services: ReadonlyMap<string, ServicePorts>): Record<string, string> {
+  const identity = services.get("identity");
+  return {
+    UPSTREAMS: [...services].map(([name, p]) => `${name}=127.0.0.1:${p.grpc}`).join(","),
+    ...(identity === undefined
+      ? {}
+      : { AUTH_JWKS_URL: `http://127.0.0.1:${identity.http}/.well-known/jwks.json` }),
+  };
+}
