@@ -9,7 +9,7 @@ NODE_RUN := node --conditions=development --import tsx
 BUF := node_modules/.bin/buf
 WORKSPACES := services/kit services/identity services/catalog services/inventory services/payments services/orders services/notifications edge
 
-.PHONY: help install generate lint format breaking typecheck build test test-unit up bench clean distclean
+.PHONY: help install generate lint format breaking typecheck build test test-unit up demo dead-letters test-chaos bench clean distclean
 
 help: ## list targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed -E 's/^([a-z-]+):.*## /  make \1\t/' | expand -t 22
@@ -55,6 +55,12 @@ test-unit: generate ## only the tests, skipping the static checks
 
 up: generate ## run the whole mesh locally (Ctrl-C stops it)
 	$(NODE_RUN) scripts/up.ts
+
+demo: ## place orders through the running `make up` (REST edge on :8080) and show the outcome
+	$(NODE_RUN) scripts/demo.ts
+
+dead-letters: ## list dead-lettered events of the running mesh (ARGS="replay <seq>" to replay)
+	$(NODE_RUN) scripts/dead-letters.ts $(if $(ARGS),$(ARGS),list)
 
 bench: generate ## benchmarks (npm run bench:catalog)
 	npm run bench:catalog

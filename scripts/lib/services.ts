@@ -176,11 +176,21 @@ export function meshSettings(
   return settings;
 }
 
-/** The edge's settings in front of `services` (name → ports). */
+/** The services whose public methods the edge transcodes; the rest are internal. */
+export const PUBLIC_SERVICES: readonly string[] = [
+  "identity",
+  "catalog",
+  "orders",
+  "notifications",
+];
+
+/** The edge's settings in front of `services` (name → ports): upstreams for the public ones. */
 export function edgeSettings(services: ReadonlyMap<string, ServicePorts>): Record<string, string> {
+  const upstreams = [...services].filter(([name]) => PUBLIC_SERVICES.includes(name));
   const identity = services.get("identity");
   return {
-    UPSTREAMS: [...services].map(([name, p]) => `${name}=127.0.0.1:${p.grpc}`).join(","),
+    UPSTREAMS: upstreams.map(([name, p]) => `${name}=127.0.0.1:${p.grpc}`).join(","),
+    UPSTREAMS_HTTP: upstreams.map(([name, p]) => `${name}=127.0.0.1:${p.http}`).join(","),
     ...(identity === undefined
       ? {}
       : { AUTH_JWKS_URL: `http://127.0.0.1:${identity.http}/.well-known/jwks.json` }),

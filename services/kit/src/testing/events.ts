@@ -47,14 +47,19 @@ export interface TestEvents {
 
 /**
  * Opens a run-unique event namespace on the test NATS server (TEST_NATS_URL or the local
- * one). Streams appear as services start under it; close() deletes them all.
+ * one), or the given one. Streams appear as services start under it; close() deletes
+ * them all.
  */
-export async function openTestEvents(label = "t"): Promise<TestEvents> {
-  const natsUrl = await testNatsUrl();
-  const namespace = uniqueName(label)
-    .toLowerCase()
-    .replace(/[^a-z0-9_]/g, "_")
-    .slice(0, 32);
+export async function openTestEvents(
+  label = "t",
+  options: { natsUrl?: string; namespace?: string } = {},
+): Promise<TestEvents> {
+  const natsUrl = options.natsUrl ?? (await testNatsUrl());
+  const namespace =
+    options.namespace ??
+    uniqueName(label)
+      .replace(/[^a-z0-9_]/g, "_")
+      .slice(0, 32);
   const names = createEventNames(namespace);
   const nc = await connectNats({
     url: natsUrl,

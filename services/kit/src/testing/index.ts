@@ -38,4 +38,5 @@ export {
 } from "./infra.js";
 export { createTestInterceptors } from "./interceptors.js";
 export { createLogSink, type LogSink } from "./log-sink.js";
+export { type OwnedNats, startOwnedNats } from "./owned-nats.js";
 export { deleteKeys, rejection, violationsOf } from "./rpc-assertions.js";

@@ -301,7 +301,8 @@ async function ensureNats(
   };
 }
 
-interface StartHelperOptions {
+/** How a helper binary is found or installed, and where its pid goes. */
+export interface StartHelperOptions {
   installMissing: boolean;
   log: (line: string) => void;
   alternative: string;
@@ -340,7 +341,8 @@ async function startRedis(
   return child;
 }
 
-async function startNats(
+/** nats-server with JetStream on loopback `port`, storing in `storeDir`; resolves once it answers. */
+export async function startNats(
   port: number,
   storeDir: string,
   options: StartHelperOptions,

@@ -1,0 +1,231 @@
+import { randomBytes } from "node:crypto";
+import { dirname, join } from "node:path";
+import { fileURLToPath } from "node:url";
+import {
+  createDatabase,
+  databaseUrl,
+  dropDatabase,
+  freePort,
+  type ManagedChild,
+  openTestEvents,
+  spawnManaged,
+  testNatsUrl,
+  testPostgresUrl,
+  testRedisUrl,
+  uniqueName,
+} from "@meshmart/kit/testing";
+import {
+  dependenciesOf,
+  edgeSettings,
+  entryPoint,
+  meshSettings,
+  SERVICES,
+  type ServicePorts,
+  serviceEnv,
+} from "../../scripts/lib/services.js";
+
+const ROOT = join(dirname(fileURLToPath(import.meta.url)), "..", "..");
+const READY_TIMEOUT_MS = 60_000;
+
+/** Where the mesh keeps its data; defaults to the test run's Postgres, Redis and NATS. */
+export interface MeshInfra {
+  postgresUrl: string;
+  redisUrl: string;
+  natsUrl: string;
+}
+
+/** Options for {@link startMesh}. */
+export interface MeshOptions {
+  label: string;
+  /** Services to run (default: all six), started callees first. */
+  services?: readonly string[];
+  /** Also run the REST edge in front of them. */
+  edge?: boolean;
+  infra?: MeshInfra;
+  /** Settings for every service (and the edge). */
+  env?: Record<string, string>;
+  /** Settings for one service, by name. */
+  serviceEnv?: Record<string, Record<string, string>>;
+}
+
+/** The mesh as separate processes (what `make up` runs), each with its own database. */
+export interface Mesh {
+  readonly namespace: string;
+  readonly infra: MeshInfra;
+  ports(name: string): ServicePorts;
+  /** The edge's REST base URL, http://127.0.0.1:port. */
+  readonly edgeUrl: string;
+  databaseUrl(name: string): string;
+  /** SIGKILL: the process dies mid-whatever, as in a node failure. */
+  kill(name: string): Promise<void>;
+  /** Starts a stopped or killed service again on the same ports and database. */
+  start(name: string): Promise<void>;
+  isRunning(name: string): boolean;
+  /** The service's last output lines. */
+  output(name: string): string;
+  /** Stops every process, drops the databases. */
+  stop(): Promise<void>;
+}
+
+/**
+ * Starts the services as `make up` would (same entry points, same settings), on ports
+ * chosen up front so a restarted service comes back where its callers look for it.
+ */
+export async function startMesh(options: MeshOptions): Promise<Mesh> {
+  const infra = options.infra ?? {
+    postgresUrl: await testPostgresUrl(),
+    redisUrl: await testRedisUrl(),
+    natsUrl: await testNatsUrl(),
+  };
+  const names = options.services ?? SERVICES.map((s) => s.name);
+  const specs = SERVICES.filter((s) => names.includes(s.name));
+  const namespace = uniqueName(options.label).slice(0, 32).replace(/_+$/, "");
+  const secrets = {
+    "identity-kek": randomBytes(32).toString("base64"),
+    "orders-saga-card-key": randomBytes(32).toString("base64"),
+  };
+  const ports = new Map<string, ServicePorts>();
+  for (const spec of specs) {
+    ports.set(spec.name, {
+      grpc: await freePort(),
+      http: await freePort(),
+      admin: await freePort(),
+    });
+  }
+  const edgePorts = { rest: await freePort(), h2c: await freePort() };
+  const databases = new Map<string, string>();
+  const children = new Map<string, ManagedChild>();
+  const commands = new Map<string, { args: string[]; env: NodeJS.ProcessEnv; admin: number }>();
+  const baseEnv: NodeJS.ProcessEnv = {
+    PATH: process.env.PATH ?? "",
+    LOG_LEVEL: "warn",
+    ACCESS_LOG: "errors",
+    EVENTS_NAMESPACE: namespace,
+    CACHE_PREFIX: `${namespace}:catalog:`,
+    IDENTITY_REDIS_PREFIX: `${namespace}:identity:`,
+    SHUTDOWN_GRACE_MS: "3000",
+    ...options.env,
+  };
+
+  for (const spec of specs) {
+    const dbName = `${namespace}_${spec.name}`;
+    await createDatabase(infra.postgresUrl, dbName);
+    databases.set(spec.name, dbName);
+    const own = ports.get(spec.name) as ServicePorts;
+    const known = new Map(
+      dependenciesOf(spec.name)
+        .filter((d) => ports.has(d))
+        .map((d) => [d, ports.get(d) as ServicePorts]),
+    );
+    const { env } = serviceEnv({
+      spec,
+      databaseUrl: databaseUrl(infra.postgresUrl, dbName),
+      redisUrl: infra.redisUrl,
+      natsUrl: infra.natsUrl,
+      extra: {
+        ...meshSettings(
+          spec.name,
+          (n) => known.get(n),
+          (which) => secrets[which],
+          baseEnv,
+        ),
+        GRPC_PORT: String(own.grpc),
+        HTTP_PORT: String(own.http),
+        ADMIN_PORT: String(own.admin),
+        ...options.serviceEnv?.[spec.name],
+      },
+      env: baseEnv,
+    });
+    commands.set(spec.name, {
+      args: ["--conditions=development", "--import", "tsx", entryPoint(spec.name)],
+      env,
+      admin: own.admin,
+    });
+  }
+  if (options.edge === true) {
+    commands.set("edge", {
+      args: ["--conditions=development", "--import", "tsx", "edge/src/main.ts"],
+      env: {
+        ...baseEnv,
+        EDGE_PORT: String(edgePorts.rest),
+        EDGE_H2C_PORT: String(edgePorts.h2c),
+        EDGE_RATE_LIMIT: "100000/100000",
+        EDGE_RATE_LIMITS: "",
+        ...edgeSettings(ports),
+      },
+      admin: edgePorts.rest,
+    });
+  }
+
+  async function start(name: string): Promise<void> {
+    if (children.get(name)?.isRunning()) return;
+    const command = commands.get(name);
+    if (command === undefined) throw new Error(`${name} is not in this mesh`);
+    const child = spawnManaged({
+      name,
+      command: process.execPath,
+      args: command.args,
+      cwd: ROOT,
+      env: command.env,
+      stopSignal: "SIGTERM",
+      stopTimeoutMs: 15_000,
+    });
+    children.set(name, child);
+    const url = `http://127.0.0.1:${command.admin}/readyz`;
+    try {
+      await child.waitUntil(async () => {
+        const res = await fetch(url, { signal: AbortSignal.timeout(1_000) });
+        await res.body?.cancel();
+        return res.status === 200;
+      }, READY_TIMEOUT_MS);
+    } catch (reason) {
+      throw new Error(
+        `${name} did not become ready: ${reason instanceof Error ? reason.message : reason}\n${child.recentOutput()}`,
+      );
+    }
+  }
+
+  const mesh: Mesh = {
+    namespace,
+    infra,
+    ports(name) {
+      const p = ports.get(name);
+      if (p === undefined) throw new Error(`${name} is not in this mesh`);
+      return p;
+    },
+    edgeUrl: `http://127.0.0.1:${edgePorts.rest}`,
+    databaseUrl(name) {
+      const db = databases.get(name);
+      if (db === undefined) throw new Error(`${name} is not in this mesh`);
+      return databaseUrl(infra.postgresUrl, db);
+    },
+    async kill(name) {
+      const child = children.get(name);
+      if (child?.isRunning()) {
+        process.kill(child.pid, "SIGKILL");
+        await child.exited;
+      }
+    },
+    start,
+    isRunning: (name) => children.get(name)?.isRunning() === true,
+    output: (name) => children.get(name)?.recentOutput() ?? "",
+    async stop() {
+      await Promise.all([...children.values()].map((c) => c.stop()));
+      for (const db of databases.values()) {
+        await dropDatabase(infra.postgresUrl, db).catch(() => {});
+      }
+      const events = await openTestEvents("mesh", { natsUrl: infra.natsUrl, namespace }).catch(
+        () => undefined,
+      );
+      await events?.close();
+    },
+  };
+  try {
+    // All at once: ports are fixed up front, and callers retry until callees answer.
+    await Promise.all([...commands.keys()].map(start));
+  } catch (reason) {
+    await mesh.stop();
+    throw reason;
+  }
+  return mesh;
+}
