@@ -1,0 +1,243 @@
+import { randomUUID } from "node:crypto";
+import {
+  type Client,
+  Code,
+  ConnectError,
+  type HandlerContext,
+  type ServiceImpl,
+} from "@connectrpc/connect";
+import { type Caller, type Logger, outgoing, remainingMs, requireCaller } from "@meshmart/kit";
+import type { Product } from "@meshmart/kit/gen/meshmart/catalog/v1/catalog_pb.js";
+import type { CatalogService } from "@meshmart/kit/gen/meshmart/catalog/v1/catalog_service_pb.js";
+import type { OrderService } from "@meshmart/kit/gen/meshmart/orders/v1/orders_service_pb.js";
+import type { CardVault } from "./card-vault.js";
+import type { OrderChanges } from "./order-changes.js";
+import { decodePageToken, encodePageToken, isTerminal, toOrder } from "./order-mapper.js";
+import { itemsHash, priceOrder } from "./pricing.js";
+import { planCancel } from "./saga.js";
+import type { OrderRecord, OrdersStore } from "./store.js";
+
+/** What the order handlers need. */
+export interface OrdersDeps {
+  store: OrdersStore;
+  catalog: Client<typeof CatalogService>;
+  vault: CardVault;
+  /** The saga worker, woken when an order needs it. */
+  saga: { wake(): void };
+  changes: OrderChanges;
+  logger: Logger;
+  /** How often a waiting RPC re-reads an order another replica may be moving. */
+  pollMs: number;
+  /** Longest CancelOrder waits for the compensation. */
+  cancelWaitMs: number;
+}
+
+const DEFAULT_PAGE_SIZE = 20;
+const ADMIN = "admin";
+
+/**
+ * The OrderService. Every RPC needs a caller; customers see only their own orders (someone
+ * else's is NOT_FOUND), admins see every order.
+ */
+export function createOrdersHandlers(deps: OrdersDeps): ServiceImpl<typeof OrderService> {
+  const { store, catalog, vault, saga, changes, logger } = deps;
+
+  /** Whose orders the caller may see: undefined means all (admin). */
+  const ownerScope = (caller: Caller): string | undefined =>
+    caller.roles.includes(ADMIN) ? undefined : caller.userId;
+
+  async function priceFromCatalog(productId: string, ctx: HandlerContext): Promise<Product> {
+    try {
+      const { product } = await catalog.getProduct({ productId }, outgoing(ctx));
+      if (product === undefined) throw new Error("GetProduct answered without a product");
+      return product;
+    } catch (reason) {
+      const err = ConnectError.from(reason);
+      if (err.code === Code.NotFound) {
+        throw new ConnectError(`product ${productId} not found`, Code.NotFound);
+      }
+      if (err.code === Code.DeadlineExceeded || err.code === Code.Canceled) throw err;
+      logger.warn({ productId, code: Code[err.code] }, "catalog could not price an item");
+      throw new ConnectError("catalog is unavailable; retry the order", Code.Unavailable);
+    }
+  }
+
+  /** Reads the order until it is terminal, for at most `ms`; undefined when it is not by then. */
+  async function awaitTerminal(
+    orderId: string,
+    ms: number,
+    ctx: HandlerContext,
+  ): Promise<OrderRecord | undefined> {
+    const until = Date.now() + ms;
+    for (;;) {
+      const record = await store.get(orderId);
+      if (record === undefined) throw notFound(orderId);
+      if (isTerminal(record.order.status)) return record;
+      const left = until - Date.now();
+      if (left <= 0 || ctx.signal.aborted) return undefined;
+      await changes.wait(orderId, Math.min(left, deps.pollMs), ctx.signal);
+    }
+  }
+
+  return {
+    async placeOrder(req, ctx) {
+      const caller = requireCaller(ctx);
+      const card = req.payment?.card;
+      if (card === undefined)
+        throw new ConnectError("payment.card is required", Code.InvalidArgument);
+      const requested = req.items.map((i) => ({ productId: i.productId, quantity: i.quantity }));
+      const hash = itemsHash(requested);
+      const replay = (record: OrderRecord) => {
+        if (record.order.request_hash !== hash) {
+          throw new ConnectError(
+            "request_id was already used for a different order; use a new request_id",
+            Code.FailedPrecondition,
+          );
+        }
+        return { order: toOrder(record) };
+      };
+      // A retry needs neither catalog nor a new card seal.
+      const earlier = await store.findByRequest(caller.userId, req.requestId);
+      if (earlier !== undefined) return replay(earlier);
+
+      const products = await Promise.all(
+        requested.map((item) => priceFromCatalog(item.productId, ctx)),
+      );
+      const priced = priceOrder(requested, products);
+      const id = randomUUID();
+      const outcome = await store.create({
+        id,
+        userId: caller.userId,
+        requestId: req.requestId,
+        requestHash: hash,
+        priced,
+        cardLast4: card.number.slice(-4),
+        cardSealed: vault.seal(card, id),
+      });
+      switch (outcome.kind) {
+        case "conflict":
+          throw new ConnectError(
+            "request_id was already used for a different order; use a new request_id",
+            Code.FailedPrecondition,
+          );
+        case "replayed":
+          return replay(outcome.record);
+        case "created":
+          saga.wake();
+          return { order: toOrder(outcome.record) };
+      }
+    },
+
+    async getOrder(req, ctx) {
+      const caller = requireCaller(ctx);
+      const record = await store.get(req.orderId, ownerScope(caller));
+      if (record === undefined) throw notFound(req.orderId);
+      return { order: toOrder(record) };
+    },
+
+    async listOrders(req, ctx) {
+      const caller = requireCaller(ctx);
+      const owner = ownerScope(caller);
+      const scope = owner ?? "*";
+      const pageSize = req.pageSize === 0 ? DEFAULT_PAGE_SIZE : req.pageSize;
+      const beforeSeq = req.pageToken === "" ? undefined : decodePageToken(req.pageToken, scope);
+      // One extra row tells whether another page exists without a count query.
+      const records = await store.list({
+        ...(owner === undefined ? {} : { userId: owner }),
+        ...(beforeSeq === undefined ? {} : { beforeSeq }),
+        limit: pageSize + 1,
+      });
+      const page = records.slice(0, pageSize);
+      const last = page.at(-1);
+      return {
+        orders: page.map(toOrder),
+        nextPageToken:
+          records.length > pageSize && last !== undefined
+            ? encodePageToken(last.order.seq, scope)
+            : "",
+      };
+    },
+
+    async cancelOrder(req, ctx) {
+      const caller = requireCaller(ctx);
+      const owner = ownerScope(caller);
+      const existing = await store.get(req.orderId, owner);
+      if (existing === undefined) throw notFound(req.orderId);
+      const who = existing.order.user_id === caller.userId ? "the customer" : "an administrator";
+      const words = req.reason.trim();
+      const reason = words === "" ? `cancelled by ${who}` : `cancelled by ${who}: ${words}`;
+      const outcome = await store.requestCancel(req.orderId, owner, reason, planCancel);
+      let record: OrderRecord | undefined;
+      switch (outcome.kind) {
+        case "not_found":
+          throw notFound(req.orderId);
+        case "terminal":
+          record = outcome.record;
+          break;
+        case "planned":
+          if (outcome.plan === "too_late") throw tooLate(req.orderId);
+          saga.wake();
+          // Leave a little of the caller's deadline to answer in.
+          record = await awaitTerminal(
+            req.orderId,
+            Math.min(deps.cancelWaitMs, remainingMs(ctx) - 250),
+            ctx,
+          );
+          if (record === undefined) {
+            throw new ConnectError(
+              "the cancellation was accepted and is still in progress; retry CancelOrder or follow the order with GetOrder",
+              Code.Unavailable,
+            );
+          }
+      }
+      if (record.order.status === "CONFIRMED") {
+        throw new ConnectError(
+          `order ${req.orderId} is already confirmed and can no longer be cancelled`,
+          Code.FailedPrecondition,
+        );
+      }
+      return { order: toOrder(record) };
+    },
+
+    async *watchOrder(req, ctx) {
+      const caller = requireCaller(ctx);
+      let record = await store.get(req.orderId, ownerScope(caller));
+      if (record === undefined) throw notFound(req.orderId);
+      yield { order: toOrder(record) };
+      let seen = stamp(record);
+      while (!isTerminal(record.order.status)) {
+        await changes.wait(req.orderId, deps.pollMs, ctx.signal);
+        if (ctx.signal.aborted) {
+          const why: unknown = ctx.signal.reason;
+          throw why instanceof ConnectError
+            ? why
+            : new ConnectError("the watch ended before the order finished", Code.DeadlineExceeded);
+        }
+        const next = await store.get(req.orderId);
+        if (next === undefined) throw notFound(req.orderId);
+        record = next;
+        const now = stamp(record);
+        if (now !== seen) {
+          seen = now;
+          yield { order: toOrder(record) };
+        }
+      }
+    },
+  };
+}
+
+/** What a client can see change in an order. */
+function stamp({ order }: OrderRecord): string {
+  return `${order.status}|${order.payment_id ?? ""}|${order.updated_at.getTime()}`;
+}
+
+function notFound(orderId: string): ConnectError {
+  return new ConnectError(`order ${orderId} not found`, Code.NotFound);
+}
+
+function tooLate(orderId: string): ConnectError {
+  return new ConnectError(
+    `order ${orderId} is being confirmed (its stock is committed) and can no longer be cancelled`,
+    Code.FailedPrecondition,
+  );
+}

@@ -1,0 +1,192 @@
+import type { Logger } from "@meshmart/kit";
+import { Counter, Gauge, type Registry } from "prom-client";
+import type { Decide } from "./saga.js";
+import type { OrderRecord, OrdersStore, SagaRow } from "./store.js";
+
+/** The saga executor inside an orders replica. */
+export interface SagaWorker {
+  /** Starts polling for due sagas. */
+  start(): void;
+  /** Looks for due sagas now (a new order was placed, or one was cancelled). */
+  wake(): void;
+  /**
+   * Stops claiming, lets the steps in flight finish and record their results (each is
+   * bounded by its deadline) and leaves whatever comes next due for any replica.
+   */
+  stop(): Promise<void>;
+}
+
+/** What the worker needs. */
+export interface SagaWorkerOptions {
+  store: OrdersStore;
+  /** Runs one step of a claimed saga (saga.ts's runStep with its dependencies). */
+  runStep(saga: SagaRow, record: OrderRecord): Promise<Decide>;
+  /** Called after every recorded step, so waiting CancelOrder / WatchOrder calls look again. */
+  onChange(orderId: string): void;
+  logger: Logger;
+  registry: Registry;
+  /** Sagas driven at once. */
+  concurrency: number;
+  pollMs: number;
+  leaseMs: number;
+}
+
+/**
+ * Drives sagas to their end. Each replica claims due sagas in batches (`for update skip
+ * locked`, so two replicas never claim the same one) under a lease, runs a step, and
+ * records its result and claims the next step in one transaction, step after step, until
+ * the saga waits for a retry or finishes. A replica that dies mid-step loses nothing: its
+ * claims lapse after the lease and any replica resumes them from the recorded step.
+ */
+export function createSagaWorker(options: SagaWorkerOptions): SagaWorker {
+  const { store, logger, concurrency, pollMs, leaseMs } = options;
+  const steps = new Counter({
+    name: "orders_saga_steps_total",
+    help: "Saga steps run, by step and what followed (next, retry, confirm, cancel, lost).",
+    labelNames: ["step", "transition"] as const,
+    registers: [options.registry],
+  });
+  const finished = new Counter({
+    name: "orders_finished_total",
+    help: "Orders that reached a terminal status, by status and cancel code.",
+    labelNames: ["status", "cancel_code"] as const,
+    registers: [options.registry],
+  });
+  const inFlightGauge = new Gauge({
+    name: "orders_sagas_in_flight",
+    help: "Sagas this replica is driving now.",
+    registers: [options.registry],
+  });
+
+  let timer: NodeJS.Timeout | undefined;
+  let stopped = false;
+  let inFlight = 0;
+  let pumping: Promise<void> | undefined;
+  let pumpAgain = false;
+  // The last claim filled every free slot: more may be due, so a freed slot claims again.
+  let backlog = false;
+  let pollFailing = false;
+  let drained: (() => void) | undefined;
+
+  async function drive(first: SagaRow): Promise<void> {
+    let saga = first;
+    let record: OrderRecord | undefined;
+    try {
+      for (;;) {
+        record ??= await store.get(saga.order_id);
+        if (record === undefined) {
+          logger.error({ orderId: saga.order_id }, "saga without an order");
+          return;
+        }
+        const token = saga.claim_token;
+        if (token === null) return;
+        const current = saga;
+        const decide = await options.runStep(current, record);
+        const outcome = await store.record(current.order_id, token, decide, {
+          leaseMs,
+          keepClaim: !stopped,
+        });
+        steps.inc({
+          step: current.step,
+          transition: outcome.kind === "lost" ? "lost" : outcome.transition,
+        });
+        if (outcome.kind === "lost") {
+          logger.warn(
+            { orderId: current.order_id, step: current.step },
+            "saga claim lapsed before the step finished; its result was dropped",
+          );
+          return;
+        }
+        options.onChange(current.order_id);
+        if (outcome.kind === "finished") {
+          const { order: done } = outcome.record;
+          finished.inc({ status: done.status, cancel_code: done.cancel_code });
+          logger.info(
+            { orderId: done.id, status: done.status, cancelCode: done.cancel_code || undefined },
+            "order finished",
+          );
+          return;
+        }
+        if (outcome.kind === "parked") return;
+        saga = outcome.saga;
+      }
+    } catch (reason) {
+      // Most likely the database; the claim lapses and the step runs again (it is idempotent).
+      logger.error(
+        { err: reason, orderId: saga.order_id, step: saga.step },
+        "saga step could not be recorded; it resumes when its claim lapses",
+      );
+    }
+  }
+
+  function launch(saga: SagaRow): void {
+    inFlight++;
+    inFlightGauge.inc();
+    void drive(saga).finally(() => {
+      inFlight--;
+      inFlightGauge.dec();
+      if (stopped) {
+        if (inFlight === 0) drained?.();
+      } else if (backlog) {
+        pump();
+      }
+    });
+  }
+
+  async function claimRounds(): Promise<void> {
+    do {
+      pumpAgain = false;
+      const free = concurrency - inFlight;
+      if (free <= 0) {
+        backlog = true;
+        return;
+      }
+      let claimed: SagaRow[];
+      try {
+        claimed = await store.claimDue(free, leaseMs);
+        if (pollFailing) logger.info("saga polling works again");
+        pollFailing = false;
+      } catch (reason) {
+        // Logged once per outage, not every poll.
+        if (!pollFailing) logger.error({ err: reason }, "cannot claim due sagas");
+        pollFailing = true;
+        return;
+      }
+      backlog = claimed.length === free;
+      for (const saga of claimed) launch(saga);
+    } while ((pumpAgain || backlog) && !stopped && inFlight < concurrency);
+  }
+
+  function pump(): void {
+    if (stopped) return;
+    if (pumping !== undefined) {
+      pumpAgain = true;
+      return;
+    }
+    pumping = claimRounds().finally(() => {
+      pumping = undefined;
+    });
+  }
+
+  return {
+    start() {
+      if (timer !== undefined || stopped) return;
+      timer = setInterval(pump, pollMs);
+      pump();
+    },
+    wake() {
+      pump();
+    },
+    async stop() {
+      stopped = true;
+      if (timer !== undefined) clearInterval(timer);
+      timer = undefined;
+      await pumping;
+      if (inFlight > 0) {
+        await new Promise<void>((resolve) => {
+          drained = resolve;
+        });
+      }
+    },
+  };
+}

@@ -1,0 +1,526 @@
+import { type EventNames, newEvent, type Sql, writeEvents } from "@meshmart/kit";
+import {
+  OrderCancelledSchema,
+  OrderConfirmedSchema,
+  OrderPlacedSchema,
+} from "@meshmart/kit/gen/meshmart/orders/v1/events_pb.js";
+import { toOrder } from "./order-mapper.js";
+import type { PricedOrder } from "./pricing.js";
+
+/** Where an order is (OrderStatus without its prefix). */
+export type OrderStatusText = "PENDING" | "CONFIRMED" | "CANCELLED";
+
+/** Why an order was cancelled (CancelCode without its prefix), '' when it was not. */
+export type CancelCodeText =
+  | ""
+  | "CUSTOMER_REQUESTED"
+  | "OUT_OF_STOCK"
+  | "PAYMENT_DECLINED"
+  | "PRODUCT_UNAVAILABLE"
+  | "INTERNAL_ERROR";
+
+/** An order as stored. */
+export interface OrderRow {
+  id: string;
+  seq: bigint;
+  user_id: string;
+  request_id: string;
+  request_hash: string;
+  status: OrderStatusText;
+  currency: string;
+  total_units: bigint;
+  total_nanos: number;
+  cancel_code: CancelCodeText;
+  cancel_reason: string;
+  payment_id: string | null;
+  card_last4: string;
+  created_at: Date;
+  updated_at: Date;
+}
+
+/** An order line as stored (the order's currency applies). */
+export interface OrderItemRow {
+  order_id: string;
+  position: number;
+  product_id: string;
+  sku: string;
+  name: string;
+  quantity: number;
+  unit_units: bigint;
+  unit_nanos: number;
+  line_units: bigint;
+  line_nanos: number;
+}
+
+/** An order with its lines, in position order. */
+export interface OrderRecord {
+  order: OrderRow;
+  items: OrderItemRow[];
+}
+
+/** A saga step: forward, compensating, or DONE (the order is terminal). */
+export type SagaStep =
+  | "RESERVE"
+  | "AUTHORIZE"
+  | "COMMIT_STOCK"
+  | "CAPTURE"
+  | "RELEASE"
+  | "VOID"
+  | "REFUND"
+  | "DONE";
+
+/** What the saga knows of the order's stock at inventory. */
+export type StockState = "NONE" | "RESERVED" | "COMMITTED" | "RELEASED";
+
+/** What the saga knows of the order's payment. */
+export type PaymentState = "NONE" | "AUTHORIZED" | "DECLINED" | "CAPTURED" | "VOIDED" | "REFUNDED";
+
+/** A saga as stored. */
+export interface SagaRow {
+  order_id: string;
+  step: SagaStep;
+  attempts: number;
+  next_attempt_at: Date;
+  claim_token: string | null;
+  cancel_requested: boolean;
+  cancel_code: CancelCodeText;
+  cancel_reason: string;
+  stock_state: StockState;
+  payment_state: PaymentState;
+  payment_id: string | null;
+  auth_sent: boolean;
+  commit_sent: boolean;
+  card_sealed: Buffer | null;
+  last_error: string | null;
+}
+
+/** Facts a step learned, written with its transition. */
+export interface SagaChanges {
+  stock_state?: StockState;
+  payment_state?: PaymentState;
+  /** Also becomes the order's payment_id when the payment is authorized. */
+  payment_id?: string;
+  /** Drop the sealed card (the authorization has an outcome). */
+  wipe_card?: boolean;
+  cancel_code?: CancelCodeText;
+  cancel_reason?: string;
+}
+
+/**
+ * Where a saga goes after a step, decided against the saga as it is when the result is
+ * recorded (a customer may have cancelled meanwhile).
+ */
+export type Transition =
+  /** Run `step` now. */
+  | { kind: "next"; step: Exclude<SagaStep, "DONE">; changes?: SagaChanges }
+  /** Run the same step again after `delayMs`. */
+  | { kind: "retry"; delayMs: number; error: string; changes?: SagaChanges }
+  /** The order is CONFIRMED (OrderConfirmed), the saga DONE. */
+  | { kind: "confirm"; changes?: SagaChanges }
+  /** The order is CANCELLED with the saga's cancel code and reason (OrderCancelled), the saga DONE. */
+  | { kind: "cancel"; changes?: SagaChanges };
+
+/** What recording a step's result led to. */
+export type RecordOutcome =
+  /** The next step is claimed for the same worker: run it. */
+  | { kind: "claimed"; transition: Transition["kind"]; saga: SagaRow }
+  /** The saga waits (a retry, or a next step left for any replica because this one stops). */
+  | { kind: "parked"; transition: Transition["kind"] }
+  /** The order is terminal. */
+  | { kind: "finished"; transition: Transition["kind"]; record: OrderRecord }
+  /** The claim lapsed and someone else may run the step: the result is dropped. */
+  | { kind: "lost" };
+
+/** Everything PlaceOrder persists. */
+export interface NewOrder {
+  id: string;
+  userId: string;
+  requestId: string;
+  requestHash: string;
+  priced: PricedOrder;
+  cardLast4: string;
+  cardSealed: Buffer;
+}
+
+/** Outcome of an idempotent PlaceOrder. */
+export type CreateOutcome =
+  | { kind: "created"; record: OrderRecord }
+  | { kind: "replayed"; record: OrderRecord }
+  | { kind: "conflict" };
+
+/** How a cancellation request meets the saga (see planCancel in saga.ts). */
+export type CancelPlan =
+  /** No step is running: start the compensation now. */
+  | "compensate"
+  /** A forward step is in flight: its worker compensates when it records the result. */
+  | "flag"
+  /** The saga is compensating already (cancelled for another reason). */
+  | "cancelling"
+  /** Stock may be committed: the order can only be confirmed now. */
+  | "too_late";
+
+/** Outcome of CancelOrder's write. */
+export type CancelOutcome =
+  | { kind: "not_found" }
+  | { kind: "terminal"; record: OrderRecord }
+  | { kind: "planned"; plan: CancelPlan };
+
+/** Where a page of ListOrders starts and whose orders it holds. */
+export interface ListQuery {
+  /** Only this user's orders; every order when undefined. */
+  userId?: string;
+  /** Orders older than this seq. */
+  beforeSeq?: bigint;
+  limit: number;
+}
+
+/** Every SQL statement orders runs. */
+export interface OrdersStore {
+  /** Creates the order, its lines, its saga and OrderPlaced once per (user, request id). */
+  create(order: NewOrder): Promise<CreateOutcome>;
+  findByRequest(userId: string, requestId: string): Promise<OrderRecord | undefined>;
+  /** The order, if it exists and (with `userId`) belongs to that user. */
+  get(orderId: string, userId?: string): Promise<OrderRecord | undefined>;
+  /** Newest first. */
+  list(query: ListQuery): Promise<OrderRecord[]>;
+  /**
+   * Applies a customer's cancellation to the saga, as `plan` decides from the saga and
+   * whether a step is in flight (claimed, lease not lapsed).
+   */
+  requestCancel(
+    orderId: string,
+    userId: string | undefined,
+    reason: string,
+    plan: (saga: SagaRow, inFlight: boolean) => CancelPlan,
+  ): Promise<CancelOutcome>;
+  /**
+   * Claims up to `limit` due sagas for `leaseMs` (skipping rows another replica is claiming
+   * right now) and counts the attempt.
+   */
+  claimDue(limit: number, leaseMs: number): Promise<SagaRow[]>;
+  /**
+   * Records a step's result under the claim `token`: `decide` sees the saga as it is now
+   * and returns the transition, which is written in the same transaction (with the
+   * terminal order update and its event). With `keepClaim`, a next step stays claimed by
+   * the caller for `leaseMs`; without, it is left due for any replica.
+   */
+  record(
+    orderId: string,
+    token: string,
+    decide: (saga: SagaRow) => Transition,
+    options: { leaseMs: number; keepClaim: boolean },
+  ): Promise<RecordOutcome>;
+  getSaga(orderId: string): Promise<SagaRow | undefined>;
+}
+
+const orderColumns =
+  "id, seq, user_id, request_id, request_hash, status, currency, total_units, total_nanos, cancel_code, cancel_reason, payment_id, card_last4, created_at, updated_at";
+const itemColumns =
+  "order_id, position, product_id, sku, name, quantity, unit_units, unit_nanos, line_units, line_nanos";
+const sagaColumns =
+  "order_id, step, attempts, next_attempt_at, claim_token, cancel_requested, cancel_code, cancel_reason, stock_state, payment_state, payment_id, auth_sent, commit_sent, card_sealed, last_error";
+
+/** The pool or a transaction on it (what writeEvents takes too). */
+type Db = Parameters<typeof writeEvents>[0];
+
+/** `ms` as an interval parameter. */
+function seconds(ms: number): number {
+  return Math.max(0, ms) / 1000;
+}
+
+/** The columns a transition's changes write (undefined ones untouched). */
+function changedColumns(changes: SagaChanges | undefined): Record<string, string | number | null> {
+  const columns: Record<string, string | number | null> = {};
+  if (changes === undefined) return columns;
+  if (changes.stock_state !== undefined) columns.stock_state = changes.stock_state;
+  if (changes.payment_state !== undefined) columns.payment_state = changes.payment_state;
+  if (changes.payment_id !== undefined) columns.payment_id = changes.payment_id;
+  if (changes.wipe_card === true) columns.card_sealed = null;
+  if (changes.cancel_code !== undefined) columns.cancel_code = changes.cancel_code;
+  if (changes.cancel_reason !== undefined) columns.cancel_reason = changes.cancel_reason;
+  return columns;
+}
+
+/**
+ * The store over orders' own database. Order state changes write their event to the outbox
+ * in the same transaction.
+ */
+export function createOrdersStore(sql: Sql, names: EventNames): OrdersStore {
+  async function itemsOf(tx: Db, orderIds: string[]): Promise<Map<string, OrderItemRow[]>> {
+    const byOrder = new Map<string, OrderItemRow[]>();
+    if (orderIds.length === 0) return byOrder;
+    const rows = await tx<OrderItemRow[]>`
+      select ${tx.unsafe(itemColumns)} from order_items
+      where order_id in ${tx(orderIds)}
+      order by order_id, position`;
+    for (const row of rows) {
+      const list = byOrder.get(row.order_id);
+      if (list === undefined) byOrder.set(row.order_id, [row]);
+      else list.push(row);
+    }
+    return byOrder;
+  }
+
+  async function withItems(tx: Db, orders: OrderRow[]): Promise<OrderRecord[]> {
+    const items = await itemsOf(
+      tx,
+      orders.map((o) => o.id),
+    );
+    return orders.map((order) => ({ order, items: items.get(order.id) ?? [] }));
+  }
+
+  async function getIn(tx: Db, orderId: string, userId?: string) {
+    const owner = userId === undefined ? tx`` : tx`and user_id = ${userId}`;
+    const [order] = await tx<OrderRow[]>`
+      select ${tx.unsafe(orderColumns)} from orders where id = ${orderId} ${owner}`;
+    if (order === undefined) return undefined;
+    const [record] = await withItems(tx, [order]);
+    return record;
+  }
+
+  /** Makes the order terminal with its event; the saga row is already locked by the caller. */
+  async function finish(
+    tx: Db,
+    saga: SagaRow,
+    status: "CONFIRMED" | "CANCELLED",
+    changes: SagaChanges | undefined,
+  ): Promise<OrderRecord> {
+    const code: CancelCodeText =
+      status === "CONFIRMED" ? "" : changes?.cancel_code || saga.cancel_code || "INTERNAL_ERROR";
+    const reason = status === "CONFIRMED" ? "" : (changes?.cancel_reason ?? saga.cancel_reason);
+    const { card_sealed: _wiped, ...columns } = changedColumns(changes);
+    await tx`
+      update order_sagas set ${tx({ ...columns, step: "DONE", last_error: null })},
+        claim_token = null, card_sealed = null, updated_at = now()
+      where order_id = ${saga.order_id}`;
+    const paymentId = status === "CONFIRMED" ? (changes?.payment_id ?? saga.payment_id) : null;
+    const [order] = await tx<OrderRow[]>`
+      update orders set status = ${status}, cancel_code = ${code}, cancel_reason = ${reason},
+        payment_id = coalesce(payment_id, ${paymentId}::uuid), updated_at = now()
+      where id = ${saga.order_id} and status = 'PENDING'
+      returning ${tx.unsafe(orderColumns)}`;
+    if (order === undefined) {
+      // Only the saga makes an order terminal, under this saga row's lock: a second
+      // terminal write means the rows disagree, which must not be papered over.
+      throw new Error(`order ${saga.order_id} is not PENDING while its saga was running`);
+    }
+    const [record] = await withItems(tx, [order]);
+    if (record === undefined) throw new Error(`order ${saga.order_id} vanished`);
+    const init = { orderId: order.id, userId: order.user_id, order: toOrder(record) };
+    await writeEvents(tx, names, [
+      status === "CONFIRMED"
+        ? newEvent(OrderConfirmedSchema, init)
+        : newEvent(OrderCancelledSchema, init),
+    ]);
+    return record;
+  }
+
+  return {
+    async create(o) {
+      return sql.begin(async (tx): Promise<CreateOutcome> => {
+        const { priced } = o;
+        const [inserted] = await tx<OrderRow[]>`
+          insert into orders (id, user_id, request_id, request_hash, status, currency, total_units, total_nanos, card_last4)
+          values (${o.id}, ${o.userId}, ${o.requestId}, ${o.requestHash}, 'PENDING', ${priced.currency},
+                  ${priced.total.units.toString()}, ${priced.total.nanos}, ${o.cardLast4})
+          on conflict (user_id, request_id) do nothing
+          returning ${tx.unsafe(orderColumns)}`;
+        if (inserted === undefined) {
+          // A concurrent or earlier request with this id committed first.
+          const [existing] = await tx<OrderRow[]>`
+            select ${tx.unsafe(orderColumns)} from orders
+            where user_id = ${o.userId} and request_id = ${o.requestId}`;
+          if (existing === undefined) throw new Error("request id conflict without an order");
+          if (existing.request_hash !== o.requestHash) return { kind: "conflict" };
+          const [record] = await withItems(tx, [existing]);
+          if (record === undefined) throw new Error("replayed order vanished");
+          return { kind: "replayed", record };
+        }
+        const values = priced.lines.map((line, position) => ({
+          order_id: o.id,
+          position,
+          product_id: line.productId,
+          sku: line.sku,
+          name: line.name,
+          quantity: line.quantity,
+          unit_units: line.unit.units.toString(),
+          unit_nanos: line.unit.nanos,
+          line_units: line.line.units.toString(),
+          line_nanos: line.line.nanos,
+        }));
+        const items = await tx<OrderItemRow[]>`
+          insert into order_items ${tx(values, "order_id", "position", "product_id", "sku", "name", "quantity", "unit_units", "unit_nanos", "line_units", "line_nanos")}
+          returning ${tx.unsafe(itemColumns)}`;
+        items.sort((a, b) => a.position - b.position);
+        await tx`
+          insert into order_sagas (order_id, step, card_sealed)
+          values (${o.id}, 'RESERVE', ${o.cardSealed})`;
+        const record = { order: inserted, items };
+        await writeEvents(tx, names, [
+          newEvent(OrderPlacedSchema, {
+            orderId: inserted.id,
+            userId: inserted.user_id,
+            order: toOrder(record),
+          }),
+        ]);
+        return { kind: "created", record };
+      });
+    },
+
+    async findByRequest(userId, requestId) {
+      const [order] = await sql<OrderRow[]>`
+        select ${sql.unsafe(orderColumns)} from orders
+        where user_id = ${userId} and request_id = ${requestId}`;
+      if (order === undefined) return undefined;
+      const [record] = await withItems(sql, [order]);
+      return record;
+    },
+
+    get(orderId, userId) {
+      return getIn(sql, orderId, userId);
+    },
+
+    async list({ userId, beforeSeq, limit }) {
+      const owner = userId === undefined ? sql`` : sql`and user_id = ${userId}`;
+      const cursor = beforeSeq === undefined ? sql`` : sql`and seq < ${beforeSeq.toString()}`;
+      const orders = await sql<OrderRow[]>`
+        select ${sql.unsafe(orderColumns)} from orders
+        where true ${owner} ${cursor}
+        order by seq desc
+        limit ${limit}`;
+      return withItems(sql, orders);
+    },
+
+    async requestCancel(orderId, userId, reason, plan) {
+      // Lock order: the saga row, then the order (as recording a step does); the order
+      // is read without a lock first, for the ownership check.
+      const existing = await getIn(sql, orderId, userId);
+      if (existing === undefined) return { kind: "not_found" };
+      if (existing.order.status !== "PENDING") return { kind: "terminal", record: existing };
+      return sql.begin(async (tx): Promise<CancelOutcome> => {
+        const [saga] = await tx<(SagaRow & { in_flight: boolean })[]>`
+          select ${tx.unsafe(sagaColumns)},
+            (claim_token is not null and next_attempt_at > now()) as in_flight
+          from order_sagas where order_id = ${orderId} for update`;
+        if (saga === undefined || saga.step === "DONE") {
+          const record = await getIn(tx, orderId);
+          if (record === undefined) return { kind: "not_found" };
+          return { kind: "terminal", record };
+        }
+        const decision = plan(saga, saga.in_flight);
+        if (decision === "compensate") {
+          // A lapsed claim's worker is gone; clearing the token also drops any late result.
+          await tx`
+            update order_sagas set
+              step = ${saga.stock_state === "COMMITTED" ? "VOID" : "RELEASE"},
+              attempts = 0, claim_token = null, next_attempt_at = now(),
+              cancel_requested = true, cancel_code = 'CUSTOMER_REQUESTED',
+              cancel_reason = ${reason}, updated_at = now()
+            where order_id = ${orderId}`;
+        } else if (decision === "flag") {
+          await tx`
+            update order_sagas set
+              cancel_requested = true, cancel_code = 'CUSTOMER_REQUESTED',
+              cancel_reason = ${reason}, updated_at = now()
+            where order_id = ${orderId}`;
+        }
+        return { kind: "planned", plan: decision };
+      });
+    },
+
+    async claimDue(limit, leaseMs) {
+      if (limit <= 0) return [];
+      return sql<SagaRow[]>`
+        with due as (
+          select order_id from order_sagas
+          where step <> 'DONE' and next_attempt_at <= now()
+          order by next_attempt_at
+          limit ${limit}
+          for update skip locked
+        )
+        update order_sagas s set
+          claim_token = gen_random_uuid(),
+          attempts = s.attempts + 1,
+          next_attempt_at = now() + make_interval(secs => ${seconds(leaseMs)}),
+          auth_sent = s.auth_sent or s.step = 'AUTHORIZE',
+          commit_sent = s.commit_sent or s.step = 'COMMIT_STOCK',
+          updated_at = now()
+        from due
+        where s.order_id = due.order_id
+        returning ${sql.unsafe(
+          sagaColumns
+            .split(", ")
+            .map((c) => `s.${c}`)
+            .join(", "),
+        )}`;
+    },
+
+    async record(orderId, token, decide, { leaseMs, keepClaim }) {
+      return sql.begin(async (tx): Promise<RecordOutcome> => {
+        const [saga] = await tx<SagaRow[]>`
+          select ${tx.unsafe(sagaColumns)} from order_sagas where order_id = ${orderId} for update`;
+        if (saga === undefined || saga.claim_token !== token || saga.step === "DONE") {
+          return { kind: "lost" };
+        }
+        const transition = decide(saga);
+        const changes = transition.changes;
+        if (changes?.payment_id !== undefined && changes.payment_state === "AUTHORIZED") {
+          await tx`
+            update orders set payment_id = ${changes.payment_id}, updated_at = now()
+            where id = ${orderId} and payment_id is null`;
+        }
+        // Every branch writes last_error, so the column list is never empty.
+        const columns = changedColumns(changes);
+        switch (transition.kind) {
+          case "next": {
+            const { step } = transition;
+            if (!keepClaim) {
+              await tx`
+                update order_sagas set ${tx({ ...columns, step, attempts: 0, last_error: null })},
+                  claim_token = null, next_attempt_at = now(), updated_at = now()
+                where order_id = ${orderId}`;
+              return { kind: "parked", transition: transition.kind };
+            }
+            const [next] = await tx<SagaRow[]>`
+              update order_sagas set ${tx({ ...columns, step, attempts: 1, last_error: null })},
+                claim_token = gen_random_uuid(),
+                next_attempt_at = now() + make_interval(secs => ${seconds(leaseMs)}),
+                auth_sent = auth_sent or ${step} = 'AUTHORIZE',
+                commit_sent = commit_sent or ${step} = 'COMMIT_STOCK',
+                updated_at = now()
+              where order_id = ${orderId}
+              returning ${tx.unsafe(sagaColumns)}`;
+            if (next === undefined) return { kind: "lost" };
+            return { kind: "claimed", transition: transition.kind, saga: next };
+          }
+          case "retry":
+            await tx`
+              update order_sagas set ${tx({ ...columns, last_error: transition.error })},
+                claim_token = null,
+                next_attempt_at = now() + make_interval(secs => ${seconds(transition.delayMs)}),
+                updated_at = now()
+              where order_id = ${orderId}`;
+            return { kind: "parked", transition: transition.kind };
+          case "confirm":
+            return {
+              kind: "finished",
+              transition: transition.kind,
+              record: await finish(tx, saga, "CONFIRMED", changes),
+            };
+          case "cancel":
+            return {
+              kind: "finished",
+              transition: transition.kind,
+              record: await finish(tx, saga, "CANCELLED", changes),
+            };
+        }
+      });
+    },
+
+    async getSaga(orderId) {
+      const [saga] = await sql<SagaRow[]>`
+        select ${sql.unsafe(sagaColumns)} from order_sagas where order_id = ${orderId}`;
+      return saga;
+    },
+  };
+}
