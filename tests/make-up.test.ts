@@ -8,6 +8,7 @@ import { promisify } from "node:util";
 import {
   dropDatabase,
   isPortOpen,
+  openTestEvents,
   testNatsUrl,
   testPostgresUrl,
   testRedisUrl,
@@ -36,6 +37,7 @@ before(async () => {
       REDIS_URL: await testRedisUrl(),
       NATS_URL: await testNatsUrl(),
       MESHMART_DB_PREFIX: prefix,
+      EVENTS_NAMESPACE: prefix,
       MESHMART_SERVICES: "catalog,edge",
       EDGE_PORT: "0",
       CATALOG_GRPC_PORT: "0",
@@ -83,6 +85,8 @@ after(async () => {
     await once(up, "exit");
   }
   await dropDatabase(adminUrl, `${prefix}_catalog`);
+  const events = await openTestEvents("upsmoke", { namespace: prefix });
+  await events.close();
 });
 
 test("prints one 'meshmart is up' line naming the REST and catalog URLs", () => {

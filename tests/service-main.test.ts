@@ -4,7 +4,12 @@ import { once } from "node:events";
 import { dirname, join } from "node:path";
 import { test } from "node:test";
 import { fileURLToPath } from "node:url";
-import { createTestDatabase, testRedisUrl, uniqueName } from "@meshmart/kit/testing";
+import {
+  createTestDatabase,
+  openTestEvents,
+  testRedisUrl,
+  uniqueName,
+} from "@meshmart/kit/testing";
 import { listeningPorts } from "../scripts/lib/services.js";
 
 // A service's main as the image and `make up` run it: config errors exit 1 with every
@@ -43,7 +48,10 @@ test("a bad environment exits 1 naming each bad variable, without their values",
 });
 
 test("SIGTERM after start drains and exits 0", async () => {
-  const db = await createTestDatabase("catalog_main");
+  const [db, events] = await Promise.all([
+    createTestDatabase("catalog_main"),
+    openTestEvents("main"),
+  ]);
   try {
     // Port 0: the OS picks, the "listening" line tells; no port can be taken in between.
     const { child, output } = startMain({
@@ -54,6 +62,7 @@ test("SIGTERM after start drains and exits 0", async () => {
       DATABASE_URL: db.url,
       REDIS_URL: await testRedisUrl(),
       CACHE_PREFIX: `${uniqueName("main")}:`,
+      ...events.env,
     });
     const deadline = Date.now() + 30_000;
     for (;;) {
@@ -78,5 +87,6 @@ test("SIGTERM after start drains and exits 0", async () => {
     assert.match(output(), /"msg":"stopped serving"/);
   } finally {
     await db.drop();
+    await events.close();
   }
 });

@@ -38,6 +38,7 @@ import {
 import {
   createTestDatabase,
   type TestDatabase,
+  testNatsUrl,
   testRedisUrl,
   uniqueName,
 } from "@meshmart/kit/testing";
@@ -285,6 +286,7 @@ async function main(): Promise<void> {
     const server = await start("catalog", "catalog.ts", nodeFlags("c", "d"), {
       BENCH_DATABASE_URL: db.url,
       BENCH_REDIS_URL: redisUrl,
+      BENCH_NATS_URL: await testNatsUrl(),
       BENCH_CACHE_PREFIX: `${uniqueName("bench_catalog")}:`,
     });
     const grpcTarget = `127.0.0.1:${server.ready.grpc}`;

@@ -11,6 +11,7 @@ import {
 import {
   createTestDatabase,
   type TestDatabase,
+  testNatsUrl,
   testRedisUrl,
   uniqueName,
 } from "@meshmart/kit/testing";
@@ -71,6 +72,7 @@ export async function startCatalogChild(
       env: {
         BENCH_DATABASE_URL: db.url,
         BENCH_REDIS_URL: redisUrl,
+        BENCH_NATS_URL: await testNatsUrl(),
         BENCH_CACHE_PREFIX: `${uniqueName("bench_edge")}:`,
       },
     });

@@ -16,7 +16,9 @@ import {
   createTestDatabase,
   createTestIssuer,
   type LogSink,
+  openTestEvents,
   type TestDatabase,
+  type TestEvents,
   type TestIssuer,
   testRedisUrl,
   uniqueName,
@@ -30,7 +32,9 @@ describe("Connect and gRPC-Web through the edge", { timeout: 60_000 }, () => {
   let issuer: TestIssuer;
   const edgeLogs: LogSink = createLogSink();
 
+  let events: TestEvents;
   before(async () => {
+    events = await openTestEvents("edge_proxy");
     let redisUrl: string;
     [db, redisUrl, issuer] = await Promise.all([
       createTestDatabase("edge_connect"),
@@ -45,6 +49,7 @@ describe("Connect and gRPC-Web through the edge", { timeout: 60_000 }, () => {
       LOG_LEVEL: "warn",
       DATABASE_URL: db.url,
       REDIS_URL: redisUrl,
+      ...events.env,
       CACHE_PREFIX: `${uniqueName("edge_connect")}:`,
       SEED_DEMO: "true",
     });
@@ -66,6 +71,7 @@ describe("Connect and gRPC-Web through the edge", { timeout: 60_000 }, () => {
     await edge?.close();
     await catalog?.close();
     await db?.drop();
+    await events?.close();
   });
 
   const transports: [string, () => Transport][] = [

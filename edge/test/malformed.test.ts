@@ -12,7 +12,9 @@ import {
   createLogSink,
   createTestDatabase,
   createTestIssuer,
+  openTestEvents,
   type TestDatabase,
+  type TestEvents,
   testRedisUrl,
   uniqueName,
 } from "@meshmart/kit/testing";
@@ -43,7 +45,9 @@ describe("malformed input", { timeout: 60_000 }, () => {
   let admin: string;
   let productId: string;
 
+  let events: TestEvents;
   before(async () => {
+    events = await openTestEvents("edge_malformed");
     let redisUrl: string;
     let issuer: Awaited<ReturnType<typeof createTestIssuer>>;
     [db, redisUrl, issuer] = await Promise.all([
@@ -60,6 +64,7 @@ describe("malformed input", { timeout: 60_000 }, () => {
         LOG_LEVEL: "warn",
         DATABASE_URL: db.url,
         REDIS_URL: redisUrl,
+        ...events.env,
         CACHE_PREFIX: `${uniqueName("edge_malformed")}:`,
         SEED_DEMO: "true",
       }),
@@ -84,6 +89,7 @@ describe("malformed input", { timeout: 60_000 }, () => {
     await edge?.close();
     await catalog?.close();
     await db?.drop();
+    await events?.close();
   });
 
   const post = (body: string) =>

@@ -18,7 +18,9 @@ import {
   createLogSink,
   createTestDatabase,
   type LogSink,
+  openTestEvents,
   type TestDatabase,
+  type TestEvents,
   testRedisUrl,
   uniqueName,
 } from "@meshmart/kit/testing";
@@ -90,7 +92,9 @@ describe("REST contract", { timeout: 120_000 }, () => {
   let edge: RunningEdge | undefined;
   const edgeLogs: LogSink = createLogSink();
 
+  let events: TestEvents;
   before(async () => {
+    events = await openTestEvents("edge_rest");
     if (external !== undefined) {
       base = external.replace(/\/$/, "");
       adminToken = process.env.EDGE_TEST_ADMIN_TOKEN;
@@ -111,6 +115,7 @@ describe("REST contract", { timeout: 120_000 }, () => {
       LOG_LEVEL: "warn",
       DATABASE_URL: db.url,
       REDIS_URL: redisUrl,
+      ...events.env,
       CACHE_PREFIX: `${uniqueName("edge_contract")}:`,
       SEED_DEMO: "true",
       AUTH_JWKS_URL: issuer.jwksUrl,
@@ -138,6 +143,7 @@ describe("REST contract", { timeout: 120_000 }, () => {
     await catalog?.close();
     await issuer?.close();
     await db?.drop();
+    await events?.close();
   });
 
   const call = async (

@@ -7,7 +7,9 @@ import { loadConfig, type ServiceHost } from "@meshmart/kit";
 import {
   createLogSink,
   createTestDatabase,
+  openTestEvents,
   type TestDatabase,
+  type TestEvents,
   testRedisUrl,
   uniqueName,
 } from "@meshmart/kit/testing";
@@ -35,6 +37,7 @@ describe("tokens through the edge", { timeout: 120_000 }, () => {
         LOG_LEVEL: "warn",
         DATABASE_URL: db.url,
         REDIS_URL: redisUrl,
+        ...events.env,
         IDENTITY_REDIS_PREFIX: `${uniqueName("edge_tokens")}:`,
         IDENTITY_KEY_ENCRYPTION_KEY: kek,
         ...env,
@@ -74,7 +77,9 @@ describe("tokens through the edge", { timeout: 120_000 }, () => {
     assert.equal(body.code, 16, what);
   }
 
+  let events: TestEvents;
   before(async () => {
+    events = await openTestEvents("edge_tokens");
     [db, redisUrl] = await Promise.all([createTestDatabase("edge_tokens"), testRedisUrl()]);
     const main = await identity();
     edge = await startEdge(
@@ -97,6 +102,7 @@ describe("tokens through the edge", { timeout: 120_000 }, () => {
     await edge?.close();
     for (const host of hosts) await host.close();
     await db?.drop();
+    await events?.close();
   });
 
   test("signup → login → GET /v1/me", async () => {

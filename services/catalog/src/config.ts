@@ -1,8 +1,9 @@
-import { configFields, kitConfigSchema } from "@meshmart/kit";
+import { configFields, eventConfigFields, kitConfigSchema } from "@meshmart/kit";
 import { z } from "zod";
 
-/** Catalog's settings: the kit's plus its database, cache and demo seed. */
+/** Catalog's settings: the kit's plus its database, events, cache and demo seed. */
 export const catalogConfigSchema = kitConfigSchema.extend({
+  ...eventConfigFields,
   DATABASE_URL: z.string().regex(/^postgres(ql)?:\/\//, "must be a postgres:// URL"),
   REDIS_URL: z.string().regex(/^rediss?:\/\//, "must be a redis:// URL"),
   /** Product cache lifetime; also the bound on staleness if Redis misses an invalidation. */

@@ -1,9 +1,9 @@
 import {
-  createEventNames,
   createRuntime,
   instrumentStore,
   migrateEventTables,
   openServiceData,
+  openServiceEvents,
   type RuntimeOverrides,
   type ServiceHost,
   serve,
@@ -15,9 +15,9 @@ import { seedDemoCatalog } from "./seed.js";
 import { createCatalogStore } from "./store.js";
 
 /**
- * Starts catalog: migrates its database, optionally seeds the demo catalog, and serves
- * on the configured ports (0 = free port, as tests use it). `close()` drains and releases
- * the pool and the Redis client.
+ * Starts catalog: migrates its database, optionally seeds the demo catalog, relays its
+ * product events to JetStream, and serves on the configured ports (0 = free port, as tests
+ * use it). `close()` drains, stops the relay and releases NATS, the pool and Redis.
  */
 export async function startCatalog(
   config: CatalogConfig,
@@ -32,21 +32,38 @@ export async function startCatalog(
   });
   try {
     await migrateEventTables(data.sql, logger);
-    // TODO(events-wiring): namespace from config, relay started here.
-    const names = createEventNames();
-    const store = instrumentStore(createCatalogStore(data.sql, names), "catalog", registry);
-    if (config.SEED_DEMO) await seedDemoCatalog(store, logger);
-    const cache = createProductCache({
-      redis: data.redis,
-      prefix: config.CACHE_PREFIX,
-      ttlMs: config.CACHE_TTL_MS,
-      registry,
+    const events = await openServiceEvents(runtime, {
+      sql: data.sql,
+      config,
+      publishes: ["catalog"],
     });
-    return await serve(runtime, {
-      routes: createCatalogRoutes({ store, cache }),
-      checks: data.checks,
-      onClose: () => data.close(),
-    });
+    try {
+      const store = instrumentStore(
+        createCatalogStore(data.sql, events.names),
+        "catalog",
+        registry,
+      );
+      if (config.SEED_DEMO) await seedDemoCatalog(store, logger);
+      const cache = createProductCache({
+        redis: data.redis,
+        prefix: config.CACHE_PREFIX,
+        ttlMs: config.CACHE_TTL_MS,
+        registry,
+      });
+      events.startRelay();
+      return await serve(runtime, {
+        routes: createCatalogRoutes({ store, cache }),
+        checks: [...data.checks, ...events.checks],
+        // The relay stops (publishing what it can) before the pool closes.
+        onClose: async () => {
+          await events.close();
+          await data.close();
+        },
+      });
+    } catch (reason) {
+      await events.close();
+      throw reason;
+    }
   } catch (reason) {
     await data.close(1);
     throw reason;

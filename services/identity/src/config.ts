@@ -1,4 +1,4 @@
-import { kitConfigSchema } from "@meshmart/kit";
+import { eventConfigFields, kitConfigSchema } from "@meshmart/kit";
 import { z } from "zod";
 
 const positiveInt = z.coerce.number().int().positive();
@@ -11,6 +11,7 @@ const encryptionKey = z
 
 /** Identity's settings: the kit's plus its database, throttle store, keys and token lifetimes. */
 export const identityConfigSchema = kitConfigSchema.extend({
+  ...eventConfigFields,
   DATABASE_URL: z.string().regex(/^postgres(ql)?:\/\//, "must be a postgres:// URL"),
   REDIS_URL: z.string().regex(/^rediss?:\/\//, "must be a redis:// URL"),
   /** Encrypts signing keys at rest (AES-256-GCM). Required; from a Secret in a cluster. */

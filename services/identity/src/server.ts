@@ -1,11 +1,11 @@
 import { randomBytes } from "node:crypto";
 import {
-  createEventNames,
   createJwtVerifier,
   createRuntime,
   instrumentStore,
   migrateEventTables,
   openServiceData,
+  openServiceEvents,
   type RuntimeOverrides,
   type ServiceHost,
   serve,
@@ -58,47 +58,56 @@ export async function startIdentity(
   const { sql, redis } = data;
   try {
     await migrateEventTables(sql, logger);
-    // TODO(events-wiring): namespace from config, relay started here.
-    const names = createEventNames();
-    const store = instrumentStore(createIdentityStore(sql, names), "identity", registry);
-    const keys = createKeyRing({ store, kek: config.IDENTITY_KEY_ENCRYPTION_KEY });
-    await keys.ensureActiveKey();
-    keyRing = keys;
-    await bootstrapAdmin(
-      store,
-      logger,
-      config.IDENTITY_BOOTSTRAP_ADMIN_EMAIL,
-      config.IDENTITY_BOOTSTRAP_ADMIN_PASSWORD,
-    );
-    const routes = createIdentityRoutes({
-      store,
-      keys,
-      tokens: createTokenIssuer({
-        keys,
-        issuer: config.AUTH_ISSUER,
-        audience: config.AUTH_AUDIENCE,
-        accessTtlS: config.ACCESS_TOKEN_TTL_S,
-      }),
-      throttle: createLoginThrottle({
-        redis,
-        prefix: config.IDENTITY_REDIS_PREFIX,
-        limits: {
-          perAccount: config.LOGIN_MAX_FAILURES_PER_ACCOUNT,
-          perClient: config.LOGIN_MAX_FAILURES_PER_CLIENT,
-          windowS: config.LOGIN_THROTTLE_WINDOW_S,
-        },
+    const events = await openServiceEvents(runtime, { sql, config, publishes: ["identity"] });
+    try {
+      const names = events.names;
+      const store = instrumentStore(createIdentityStore(sql, names), "identity", registry);
+      const keys = createKeyRing({ store, kek: config.IDENTITY_KEY_ENCRYPTION_KEY });
+      await keys.ensureActiveKey();
+      keyRing = keys;
+      await bootstrapAdmin(
+        store,
         logger,
-      }),
-      logger,
-      refreshTtlS: config.REFRESH_TOKEN_TTL_S,
-      dummyPasswordHash: await hashPassword(randomBytes(16).toString("base64url")),
-    });
-    return await serve(runtime, {
-      routes,
-      checks: data.checks,
-      httpFallback: createJwksListener(keys, logger),
-      onClose: () => data.close(),
-    });
+        config.IDENTITY_BOOTSTRAP_ADMIN_EMAIL,
+        config.IDENTITY_BOOTSTRAP_ADMIN_PASSWORD,
+      );
+      const routes = createIdentityRoutes({
+        store,
+        keys,
+        tokens: createTokenIssuer({
+          keys,
+          issuer: config.AUTH_ISSUER,
+          audience: config.AUTH_AUDIENCE,
+          accessTtlS: config.ACCESS_TOKEN_TTL_S,
+        }),
+        throttle: createLoginThrottle({
+          redis,
+          prefix: config.IDENTITY_REDIS_PREFIX,
+          limits: {
+            perAccount: config.LOGIN_MAX_FAILURES_PER_ACCOUNT,
+            perClient: config.LOGIN_MAX_FAILURES_PER_CLIENT,
+            windowS: config.LOGIN_THROTTLE_WINDOW_S,
+          },
+          logger,
+        }),
+        logger,
+        refreshTtlS: config.REFRESH_TOKEN_TTL_S,
+        dummyPasswordHash: await hashPassword(randomBytes(16).toString("base64url")),
+      });
+      events.startRelay();
+      return await serve(runtime, {
+        routes,
+        checks: [...data.checks, ...events.checks],
+        httpFallback: createJwksListener(keys, logger),
+        onClose: async () => {
+          await events.close();
+          await data.close();
+        },
+      });
+    } catch (reason) {
+      await events.close();
+      throw reason;
+    }
   } catch (reason) {
     await data.close(1);
     throw reason;

@@ -8,7 +8,9 @@ import {
   createLogSink,
   createTestDatabase,
   type LogSink,
+  openTestEvents,
   type TestDatabase,
+  type TestEvents,
   testRedisUrl,
   uniqueName,
 } from "@meshmart/kit/testing";
@@ -29,11 +31,16 @@ describe("startIdentity", () => {
   let host: ServiceHost;
   let logs: LogSink;
   let redisUrl: string;
+  let events: TestEvents;
   const prefix = `${uniqueName("identity_server")}:`;
   const kek = randomBytes(32).toString("base64");
 
   before(async () => {
-    [db, redisUrl] = await Promise.all([createTestDatabase("identity_server"), testRedisUrl()]);
+    [db, redisUrl, events] = await Promise.all([
+      createTestDatabase("identity_server"),
+      testRedisUrl(),
+      openTestEvents("identity"),
+    ]);
     const config = loadConfig(identityConfigSchema, {
       SERVICE_NAME: "identity",
       GRPC_PORT: "0",
@@ -46,6 +53,7 @@ describe("startIdentity", () => {
       IDENTITY_REDIS_PREFIX: prefix,
       IDENTITY_BOOTSTRAP_ADMIN_EMAIL: ADMIN_EMAIL,
       IDENTITY_BOOTSTRAP_ADMIN_PASSWORD: ADMIN_PASSWORD,
+      ...events.env,
     });
     logs = createLogSink();
     host = await startIdentity(config, { logDestination: logs.stream });
@@ -59,6 +67,7 @@ describe("startIdentity", () => {
       redis.disconnect();
     }
     await db?.drop();
+    await events?.close();
   });
 
   async function rpc(method: string, body: unknown, headers: Record<string, string> = {}) {

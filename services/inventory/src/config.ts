@@ -16,7 +16,10 @@ export const inventoryConfigSchema = kitConfigSchema.extend({
   RESERVATION_SWEEP_INTERVAL_MS: configFields.positiveMs.default(30_000),
   /** Reservations the sweeper releases per query round. */
   RESERVATION_SWEEP_BATCH: z.coerce.number().int().min(1).max(10_000).default(100),
-  /** Units a product starts with when catalog announces it; 0 in a deployment. */
+  /**
+   * When above 0, inventory consumes catalog's ProductCreated and gives each new product
+   * this many units (local `make up` demo). 0, the default, leaves stock to SetStock.
+   */
   INITIAL_STOCK_ON_PRODUCT_CREATED: z.coerce.number().int().min(0).max(1_000_000).default(0),
   /**
    * Local `make up`: accepted for symmetry with the other services. Inventory cannot know

@@ -64,11 +64,15 @@ export async function startInventory(
       events.startRelay();
       sweeper.start();
       try {
-        await events.consume({
-          durable: CONSUMER,
-          domains: ["catalog"],
-          handlers: createSubscriptions(store, BigInt(config.INITIAL_STOCK_ON_PRODUCT_CREATED)),
-        });
+        // Off by default: in a deployment stock arrives through SetStock, and a product
+        // without a record is "unavailable", not "out of stock".
+        if (config.INITIAL_STOCK_ON_PRODUCT_CREATED > 0) {
+          await events.consume({
+            durable: CONSUMER,
+            domains: ["catalog"],
+            handlers: createSubscriptions(store, BigInt(config.INITIAL_STOCK_ON_PRODUCT_CREATED)),
+          });
+        }
         return await serve(runtime, {
           routes: createInventoryRoutes({ store }),
           checks: [...data.checks, ...events.checks],

@@ -7,8 +7,8 @@ export const CONSUMER = "inventory";
 
 /**
  * Inventory learns about products from catalog: a new product gets a stock record with
- * its SKU (so GetStock by SKU works at once) and `initialStock` units, 0 in a deployment
- * (stock arrives through SetStock) and some for the local demo. An existing record is
+ * its SKU (so GetStock by SKU works at once) and `initialStock` units (the local demo; a
+ * deployment leaves this off and sets stock through SetStock). An existing record is
  * never touched, so a redelivered or replayed event changes nothing.
  */
 export function createSubscriptions(store: InventoryStore, initialStock: bigint): EventHandler[] {

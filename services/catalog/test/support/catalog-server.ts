@@ -10,7 +10,7 @@ import { Redis } from "ioredis";
 import { catalogConfigSchema } from "../../src/config.js";
 import { startCatalog } from "../../src/server.js";
 import { deleteKeys, uniqueCachePrefix } from "./catalog-fixture.js";
-import { createLogSink, type LogSink, type TestIssuer } from "./kit-testing.js";
+import { createLogSink, type LogSink, openTestEvents, type TestIssuer } from "./kit-testing.js";
 
 /** A catalog served by `startCatalog` on free loopback ports, with its logs in memory. */
 export interface RunningCatalog {
@@ -33,6 +33,7 @@ export async function startTestCatalog(options: {
   env?: Record<string, string>;
 }): Promise<RunningCatalog> {
   const prefix = uniqueCachePrefix("catalog_server");
+  const events = await openTestEvents("catalog");
   const config = loadConfig(catalogConfigSchema, {
     SERVICE_NAME: "catalog",
     GRPC_PORT: "0",
@@ -42,6 +43,7 @@ export async function startTestCatalog(options: {
     DATABASE_URL: options.databaseUrl,
     REDIS_URL: options.redisUrl,
     CACHE_PREFIX: prefix,
+    ...events.env,
     ...options.env,
   });
   const logs = createLogSink();
@@ -55,6 +57,7 @@ export async function startTestCatalog(options: {
     prefix,
     async stop() {
       await host.close();
+      await events.close();
       const redis = new Redis(options.redisUrl, {
         lazyConnect: true,
         retryStrategy: () => null,

@@ -4,5 +4,6 @@ export {
   createTestInterceptors,
   createTestIssuer,
   type LogSink,
+  openTestEvents,
   type TestIssuer,
 } from "@meshmart/kit/testing";
