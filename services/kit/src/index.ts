@@ -16,11 +16,12 @@ export {
   type ServiceData,
   type ServiceDataOptions,
 } from "./data/service-data.js";
+export * from "./events/index.js";
 export {
   createEventNames,
   domainOf,
-  EVENT_SUBJECTS,
   EVENT_DOMAINS,
+  EVENT_SUBJECTS,
   type EventDomain,
   type EventNames,
 } from "./events/names.js";

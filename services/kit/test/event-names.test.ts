@@ -1,13 +1,13 @@
 import assert from "node:assert/strict";
 import { test } from "node:test";
 import type { DescFile } from "@bufbuild/protobuf";
-import { createEventNames, EVENT_SUBJECTS } from "../src/events/names.js";
 import { file_meshmart_catalog_v1_events } from "../gen/meshmart/catalog/v1/events_pb.js";
 import { file_meshmart_identity_v1_events } from "../gen/meshmart/identity/v1/events_pb.js";
 import { file_meshmart_inventory_v1_events } from "../gen/meshmart/inventory/v1/events_pb.js";
 import { file_meshmart_notifications_v1_events } from "../gen/meshmart/notifications/v1/events_pb.js";
 import { file_meshmart_orders_v1_events } from "../gen/meshmart/orders/v1/events_pb.js";
 import { file_meshmart_payments_v1_events } from "../gen/meshmart/payments/v1/events_pb.js";
+import { createEventNames, EVENT_SUBJECTS } from "../src/events/names.js";
 
 const eventFiles: DescFile[] = [
   file_meshmart_identity_v1_events,

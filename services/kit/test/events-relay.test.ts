@@ -1,0 +1,260 @@
+import assert from "node:assert/strict";
+import { after, before, describe, test } from "node:test";
+import { fromBinary } from "@bufbuild/protobuf";
+import { Registry } from "prom-client";
+import {
+  ProductCreatedSchema,
+  ProductDeletedSchema,
+} from "../gen/meshmart/catalog/v1/events_pb.js";
+import { UserSignedUpSchema } from "../gen/meshmart/identity/v1/events_pb.js";
+import { newEvent, type OutboundEvent, writeEvents } from "../src/events/outbox.js";
+import { createOutboxRelay, type OutboxRelay } from "../src/events/relay.js";
+import { ensureStreams } from "../src/events/streams.js";
+import {
+  type EventsFixture,
+  metricValue,
+  openEventsFixture,
+  readStream,
+  silentLogger,
+  testStreamSettings,
+  waitFor,
+} from "./events-support.js";
+
+let fx: EventsFixture;
+before(async () => {
+  fx = await openEventsFixture("kit_events_relay", ["catalog"]);
+});
+after(() => fx.close());
+
+const created = (productId: string): OutboundEvent => newEvent(ProductCreatedSchema, { productId });
+
+async function write(...events: OutboundEvent[]): Promise<void> {
+  await fx.sql.begin((tx) => writeEvents(tx, fx.names, events));
+}
+
+function relay(overrides: Partial<Parameters<typeof createOutboxRelay>[0]> = {}): OutboxRelay {
+  return createOutboxRelay({
+    sql: fx.sql,
+    nc: fx.nc,
+    names: fx.names,
+    logger: silentLogger,
+    registry: new Registry(),
+    ...overrides,
+  });
+}
+
+/** Clears the outbox and the catalog stream between tests. */
+async function reset(): Promise<void> {
+  await fx.sql`delete from event_outbox`;
+  await fx.jsm.streams.purge(fx.names.stream("catalog"));
+}
+
+const catalogStream = () => readStream(fx.jsm, fx.names.stream("catalog"));
+
+describe("outbox relay", () => {
+  test("publishes committed rows in seq order, with their headers, and stamps them", async () => {
+    await reset();
+    const first = [created("p1"), created("p2"), created("p3")];
+    const second = [newEvent(ProductDeletedSchema, { productId: "p1", version: 2n })];
+    await write(...first);
+    await write(...second);
+
+    assert.equal(await relay().flush(), 4);
+
+    const stored = await catalogStream();
+    const expected = [...first, ...second];
+    assert.deepEqual(
+      stored.map((m) => m.header.get("Nats-Msg-Id")),
+      expected.map((e) => e.eventId),
+    );
+    assert.deepEqual(
+      stored.map((m) => m.subject),
+      expected.map((e) => fx.names.subjectOf(e.schema)),
+    );
+    const [head] = stored;
+    assert.ok(head);
+    assert.equal(head.header.get("Content-Type"), "application/x-protobuf");
+    assert.equal(head.header.get("Meshmart-Event-Type"), "meshmart.catalog.v1.ProductCreated");
+    assert.equal(fromBinary(ProductCreatedSchema, head.data).productId, "p1");
+    const [row] = await fx.sql<{ unpublished: string }[]>`
+      select count(*) filter (where published_at is null)::text as unpublished from event_outbox`;
+    assert.equal(row?.unpublished, "0");
+  });
+
+  test("an event written twice, or published twice, is stored once", async () => {
+    await reset();
+    const event = created("twice");
+    await write(event);
+    await write(event); // the outbox keys on event_id
+    const r = relay();
+    assert.equal(await r.flush(), 1);
+    // A crash between the publish and the stamp: the next relay publishes the row again.
+    await fx.sql`update event_outbox set published_at = null`;
+    await write(created("after"));
+    assert.equal(await relay().flush(), 2);
+    const stored = await catalogStream();
+    assert.deepEqual(
+      stored.map((m) => fromBinary(ProductCreatedSchema, m.data).productId),
+      ["twice", "after"],
+    );
+  });
+
+  test("a row whose lower seq commits late is still published", async () => {
+    await reset();
+    const late = created("late");
+    const early = created("early");
+    let releaseLate: () => void = () => {};
+    const held = new Promise<void>((resolve) => {
+      releaseLate = resolve;
+    });
+    let lateWritten: () => void = () => {};
+    const wroteLate = new Promise<void>((resolve) => {
+      lateWritten = resolve;
+    });
+    // Takes its seq first, commits last.
+    const lateTx = fx.sql.begin(async (tx) => {
+      await writeEvents(tx, fx.names, [late]);
+      lateWritten();
+      await held;
+    });
+    await wroteLate;
+    await write(early);
+    const r = relay();
+    assert.equal(await r.flush(), 1);
+    releaseLate();
+    await lateTx;
+    assert.equal(await r.flush(), 1);
+    const ids = (await catalogStream()).map((m) => m.header.get("Nats-Msg-Id"));
+    assert.deepEqual(ids, [early.eventId, late.eventId]);
+  });
+
+  test("wakes on the insert notification, not only on its poll", async () => {
+    await reset();
+    const r = relay({ pollIntervalMs: 60_000 });
+    r.start();
+    try {
+      // Let the first (empty) round finish and the relay settle into its long poll.
+      await new Promise((resolve) => setTimeout(resolve, 300));
+      const event = created("notified");
+      const started = Date.now();
+      await write(event);
+      await waitFor("the notified event in the stream", async () =>
+        (await catalogStream()).some((m) => m.header.get("Nats-Msg-Id") === event.eventId),
+      );
+      assert.ok(Date.now() - started < 5_000);
+    } finally {
+      await r.stop();
+    }
+  });
+
+  test("retries while JetStream refuses a row and never skips it or reorders around it", async () => {
+    await reset();
+    // identity's stream does not exist yet: publishing there fails until it does.
+    const blocked = newEvent(UserSignedUpSchema, { userId: "u1", email: "u1@example.com" });
+    const behind = created("behind");
+    await write(blocked);
+    await write(behind);
+    const registry = new Registry();
+    const r = relay({ registry, pollIntervalMs: 50, maxBackoffMs: 100, publishTimeoutMs: 1_000 });
+    r.start();
+    try {
+      await waitFor("publish errors", async () =>
+        (await metricValue(registry, "outbox_publish_errors_total")) >= 2 ? true : undefined,
+      );
+      const [pending] = await fx.sql<{ n: string }[]>`
+        select count(*)::text as n from event_outbox where published_at is null`;
+      assert.equal(pending?.n, "2", "nothing after the failing row is stamped");
+
+      await ensureStreams(fx.jsm, fx.names, ["identity"], testStreamSettings);
+      await waitFor("both rows published", async () => {
+        const [row] = await fx.sql<{ n: string }[]>`
+          select count(*)::text as n from event_outbox where published_at is null`;
+        return row?.n === "0";
+      });
+      const identity = await readStream(fx.jsm, fx.names.stream("identity"));
+      assert.deepEqual(
+        identity.map((m) => m.header.get("Nats-Msg-Id")),
+        [blocked.eventId],
+      );
+      // Published ahead while the first row failed, then again: deduped to one.
+      const catalog = await catalogStream();
+      assert.deepEqual(
+        catalog.map((m) => m.header.get("Nats-Msg-Id")),
+        [behind.eventId],
+      );
+    } finally {
+      await r.stop();
+      await fx.jsm.streams.delete(fx.names.stream("identity"));
+    }
+  });
+
+  test("two relays on one database publish each row once, in seq order", async () => {
+    await reset();
+    const registries = [new Registry(), new Registry()];
+    const relays = registries.map((registry) =>
+      relay({ registry, pollIntervalMs: 20, batchSize: 7 }),
+    );
+    for (const r of relays) r.start();
+    try {
+      const events: OutboundEvent[] = [];
+      for (let i = 0; i < 10; i++) {
+        const batch = Array.from({ length: 5 }, (_, j) => created(`p${i * 5 + j}`));
+        events.push(...batch);
+        await write(...batch);
+      }
+      await waitFor("all 50 events in the stream", async () =>
+        (await catalogStream()).length === 50 ? true : undefined,
+      );
+      const stored = await catalogStream();
+      assert.deepEqual(
+        stored.map((m) => m.header.get("Nats-Msg-Id")),
+        events.map((e) => e.eventId),
+      );
+      const publishedCounts = await Promise.all(
+        registries.map((reg) => metricValue(reg, "outbox_published_total")),
+      );
+      assert.equal(
+        publishedCounts.reduce((a, b) => a + b, 0),
+        50,
+        `each row published by exactly one relay (${publishedCounts.join(" + ")})`,
+      );
+    } finally {
+      await Promise.all(relays.map((r) => r.stop()));
+    }
+  });
+
+  test("reports pending rows and the age of the oldest", async () => {
+    await reset();
+    const registry = new Registry();
+    const r = relay({ registry });
+    await write(created("m1"), created("m2"));
+    await fx.sql`update event_outbox set created_at = now() - interval '42 seconds'`;
+    assert.equal(await metricValue(registry, "outbox_pending"), 2);
+    const lag = await metricValue(registry, "outbox_lag_seconds");
+    assert.ok(lag >= 42 && lag < 60, `lag ${lag}`);
+    await new Promise((resolve) => setTimeout(resolve, 600)); // past the stats cache
+    await r.flush();
+    assert.equal(await metricValue(registry, "outbox_pending"), 0);
+    assert.equal(await metricValue(registry, "outbox_lag_seconds"), 0);
+    assert.equal(await metricValue(registry, "outbox_published_total"), 2);
+  });
+
+  test("deletes published rows past their retention", async () => {
+    await reset();
+    await write(created("old"), created("recent"));
+    const r = relay({ retentionMs: 60_000, pollIntervalMs: 20 });
+    await r.flush();
+    await fx.sql`
+      update event_outbox set published_at = now() - interval '2 minutes'
+      where event_id = (select event_id from event_outbox order by seq limit 1)`;
+    r.start();
+    try {
+      await waitFor("the old row deleted", async () => {
+        const rows = await fx.sql<{ n: string }[]>`select count(*)::text as n from event_outbox`;
+        return rows[0]?.n === "1";
+      });
+    } finally {
+      await r.stop();
+    }
+  });
+});

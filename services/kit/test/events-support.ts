@@ -1,0 +1,180 @@
+/**
+ * Shared setup of the events-*.test.ts files: a fresh database with the event tables, a
+ * NATS connection, a namespace of their own (streams deleted afterwards), and helpers to
+ * publish and read raw stream messages.
+ */
+import { randomUUID } from "node:crypto";
+import { create, type DescMessage, type MessageInitShape, toBinary } from "@bufbuild/protobuf";
+import {
+  type JetStreamClient,
+  type JetStreamManager,
+  jetstream,
+  jetstreamManager,
+  type StoredMsg,
+} from "@nats-io/jetstream";
+import { connect, headers, type MsgHdrs, type NatsConnection } from "@nats-io/transport-node";
+import { pino } from "pino";
+import type { Sql } from "postgres";
+import { Registry } from "prom-client";
+import { createPostgres } from "../src/data/postgres.js";
+import { createEventNames, type EventDomain, type EventNames } from "../src/events/names.js";
+import { migrateEventTables } from "../src/events/outbox.js";
+import { ensureStreams, type StreamSettings } from "../src/events/streams.js";
+import { createTestDatabase, testNatsUrl, uniqueName } from "../src/testing/index.js";
+
+export const silentLogger = pino({ level: "silent" });
+
+export const testStreamSettings: StreamSettings = {
+  replicas: 1,
+  maxAgeMs: 3_600_000,
+  duplicateWindowMs: 120_000,
+};
+
+/** Everything one test file needs; `close()` drops the database and deletes the streams. */
+export interface EventsFixture {
+  sql: Sql;
+  databaseUrl: string;
+  nc: NatsConnection;
+  natsUrl: string;
+  js: JetStreamClient;
+  jsm: JetStreamManager;
+  names: EventNames;
+  registry: Registry;
+  close(): Promise<void>;
+}
+
+/** A database with the event tables, a NATS connection and a fresh namespace. */
+export async function openEventsFixture(
+  prefix: string,
+  domains: EventDomain[],
+): Promise<EventsFixture> {
+  const db = await createTestDatabase(prefix);
+  const sql = createPostgres({ url: db.url, service: "events-test", logger: silentLogger });
+  await migrateEventTables(sql, silentLogger);
+  const natsUrl = await testNatsUrl();
+  const nc = await connect({ servers: natsUrl });
+  const jsm = await jetstreamManager(nc);
+  const names = createEventNames(uniqueName("ev").slice(0, 32));
+  await ensureStreams(jsm, names, domains, testStreamSettings);
+  return {
+    sql,
+    databaseUrl: db.url,
+    nc,
+    natsUrl,
+    js: jetstream(nc),
+    jsm,
+    names,
+    registry: new Registry(),
+    async close() {
+      await deleteNamespaceStreams(jsm, names);
+      await nc.close();
+      await sql.end({ timeout: 1 });
+      await db.drop();
+    },
+  };
+}
+
+/** Deletes every stream of the namespace's (domain streams and dead letters). */
+export async function deleteNamespaceStreams(
+  jsm: JetStreamManager,
+  names: EventNames,
+): Promise<void> {
+  const prefix = names.deadLetterStream.replace(/DEAD_LETTERS$/, "");
+  for await (const name of jsm.streams.names()) {
+    if (prefix !== "" && name.startsWith(prefix)) await jsm.streams.delete(name);
+  }
+}
+
+/** Every message stored in `stream`, in order. */
+export async function readStream(jsm: JetStreamManager, stream: string): Promise<StoredMsg[]> {
+  const messages: StoredMsg[] = [];
+  let seq = 1;
+  for (;;) {
+    const msg = await jsm.streams.getMessage(stream, {
+      seq,
+      next_by_subj: ">",
+    } as unknown as { seq: number });
+    if (msg === null) return messages;
+    messages.push(msg);
+    seq = msg.seq + 1;
+  }
+}
+
+/** Options for {@link publishEvent}. */
+export interface PublishEventOptions {
+  /** Nats-Msg-Id; a fresh one by default (so the same event can be "redelivered"). */
+  msgId?: string;
+  /** Overrides Meshmart-Event-Type. */
+  eventType?: string;
+  /** Raw payload instead of the encoded message. */
+  payload?: Uint8Array;
+  extraHeaders?: Record<string, string>;
+}
+
+/**
+ * Publishes an event the way the relay does (headers included), bypassing the outbox,
+ * and returns its event id.
+ */
+export async function publishEvent<Desc extends DescMessage>(
+  fixture: Pick<EventsFixture, "js" | "names">,
+  schema: Desc,
+  init: MessageInitShape<Desc>,
+  options: PublishEventOptions = {},
+): Promise<string> {
+  const eventId = randomUUID();
+  const message = create(schema, {
+    eventId,
+    ...(init as object),
+  } as unknown as MessageInitShape<Desc>);
+  const eventIdOf = (message as unknown as { eventId: string }).eventId;
+  const h: MsgHdrs = headers();
+  h.set("Content-Type", "application/x-protobuf");
+  h.set("Meshmart-Event-Type", options.eventType ?? schema.typeName);
+  for (const [k, v] of Object.entries(options.extraHeaders ?? {})) h.set(k, v);
+  await fixture.js.publish(
+    fixture.names.subjectOf(schema),
+    options.payload ?? toBinary(schema, message),
+    { headers: h, msgID: options.msgId ?? randomUUID() },
+  );
+  return eventIdOf;
+}
+
+/** Resolves when `check` returns a truthy value; rejects after `timeoutMs`. */
+export async function waitFor<T>(
+  what: string,
+  check: () => T | Promise<T>,
+  timeoutMs = 10_000,
+): Promise<NonNullable<T>> {
+  const deadline = Date.now() + timeoutMs;
+  let last: unknown;
+  for (;;) {
+    try {
+      const value = await check();
+      if (value) return value as NonNullable<T>;
+    } catch (reason) {
+      last = reason;
+    }
+    if (Date.now() > deadline) {
+      const cause = last instanceof Error ? `: ${last.message}` : "";
+      throw new Error(`timed out waiting for ${what}${cause}`);
+    }
+    await new Promise((resolve) => setTimeout(resolve, 25));
+  }
+}
+
+/** The value of a counter or gauge with these labels (0 when absent). */
+export async function metricValue(
+  registry: Registry,
+  name: string,
+  labels: Record<string, string> = {},
+): Promise<number> {
+  const metric = registry.getSingleMetric(name);
+  if (metric === undefined) return 0;
+  const { values } = await metric.get();
+  let sum = 0;
+  for (const v of values) {
+    const l = v.labels as Record<string, string | number>;
+    if (Object.entries(labels).every(([k, want]) => String(l[k]) === want)) sum += v.value;
+  }
+  return sum;
+}
