@@ -56,6 +56,9 @@ test-unit: generate ## only the tests, skipping the static checks
 up: generate ## run the whole mesh locally (Ctrl-C stops it)
 	$(NODE_RUN) scripts/up.ts
 
+test-chaos: generate ## the full chaos run: 2,000 orders while every service, NATS and Postgres are killed and restarted
+	CHAOS_ORDERS=$${CHAOS_ORDERS:-2000} CHAOS_MIN_MS=$${CHAOS_MIN_MS:-240000} $(NODE_RUN) scripts/run-tests.ts tests/chaos.test.ts
+
 demo: ## place orders through the running `make up` (REST edge on :8080) and show the outcome
 	$(NODE_RUN) scripts/demo.ts
 

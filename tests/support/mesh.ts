@@ -179,6 +179,8 @@ export async function startMesh(options: MeshOptions): Promise<Mesh> {
         return res.status === 200;
       }, READY_TIMEOUT_MS);
     } catch (reason) {
+      // An exit can be reported before the last output lines are read.
+      await new Promise((resolve) => setTimeout(resolve, 300));
       throw new Error(
         `${name} did not become ready: ${reason instanceof Error ? reason.message : reason}\n${child.recentOutput()}`,
       );
