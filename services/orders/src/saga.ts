@@ -19,7 +19,7 @@
  * Keys: inventory is idempotent on the order id; payments on `<order_id>:<operation>`.
  */
 import { type CallOptions, type Client, Code, ConnectError } from "@connectrpc/connect";
-import type { Logger } from "@meshmart/kit";
+import { errorInfosOf, type Logger } from "@meshmart/kit";
 import type { InventoryService } from "@meshmart/kit/gen/meshmart/inventory/v1/inventory_service_pb.js";
 import {
   DeclineCode,
@@ -28,7 +28,7 @@ import {
 } from "@meshmart/kit/gen/meshmart/payments/v1/payments_pb.js";
 import type { PaymentService } from "@meshmart/kit/gen/meshmart/payments/v1/payments_service_pb.js";
 import type { CardVault } from "./card-vault.js";
-import { errorInfoOf } from "./error-info.js";
+
 import { type Amount, isZero } from "./pricing.js";
 import type {
   CancelCodeText,
@@ -273,7 +273,7 @@ export async function runStep(saga: SagaRow, record: OrderRecord, deps: SagaDeps
         } catch (reason) {
           const err = ConnectError.from(reason);
           if (isTransient(err)) return retry(deps, err, "reserving stock");
-          const info = errorInfoOf(err);
+          const [info] = errorInfosOf(err);
           if (info?.reason === "INSUFFICIENT_STOCK") {
             return fail("OUT_OF_STOCK", `out of stock: ${skuOf(record, info.metadata.product_id)}`);
           }

@@ -173,5 +173,5 @@ export function uniqueSku(tag: string): string {
   return `${tag}-${randomBytes(4).toString("hex").toUpperCase()}`;
 }
 
+export { errorInfosOf } from "@meshmart/kit";
 export { rejection, violationsOf } from "@meshmart/kit/testing";
-export { errorInfosOf } from "../../src/error-info.js";

@@ -1,15 +1,20 @@
-import { create, createFileRegistry, type DescMessage } from "@bufbuild/protobuf";
+import {
+  create,
+  createFileRegistry,
+  type DescMessage,
+  type MessageShape,
+} from "@bufbuild/protobuf";
 import {
   FieldDescriptorProto_Label,
   FieldDescriptorProto_Type,
   FileDescriptorProtoSchema,
 } from "@bufbuild/protobuf/wkt";
-import type { ConnectError } from "@connectrpc/connect";
+import { type Code, ConnectError } from "@connectrpc/connect";
 
 // google.rpc.ErrorInfo is not among the generated files (proto/ never imports
 // google/rpc/error_details.proto), so its descriptor is declared here, field for field as
-// upstream defines it, to read the reasons inventory puts in its errors' details.
-// TODO(kit): inventory declares the same descriptor; both belong in the kit.
+// upstream defines it: the wire form, the Any type URL and JSON are those of the real
+// message, and any client (grpcurl, Python, Go) decodes it with its own googleapis copy.
 const errorDetailsFile = create(FileDescriptorProtoSchema, {
   name: "google/rpc/error_details.proto",
   package: "google.rpc",
@@ -43,22 +48,35 @@ const errorDetailsFile = create(FileDescriptorProtoSchema, {
   ],
 });
 
-const errorInfoDesc: DescMessage | undefined = createFileRegistry(
-  errorDetailsFile,
-  () => undefined,
-).getMessage("google.rpc.ErrorInfo");
+const errorInfoDesc = createFileRegistry(errorDetailsFile, () => undefined).getMessage(
+  "google.rpc.ErrorInfo",
+);
 if (errorInfoDesc === undefined) throw new Error("google.rpc.ErrorInfo descriptor did not build");
 
-/** The google.rpc.ErrorInfo detail of an error: its reason and metadata. */
+/** Shape of google.rpc.ErrorInfo: a machine-readable reason, its domain and metadata. */
 export interface ErrorInfo {
   reason: string;
   domain: string;
   metadata: Record<string, string>;
 }
 
-/** The first ErrorInfo in the error's details, if any. */
-export function errorInfoOf(err: ConnectError): ErrorInfo | undefined {
-  if (errorInfoDesc === undefined) return undefined;
-  const [info] = err.findDetails(errorInfoDesc) as unknown as ErrorInfo[];
-  return info;
+/** Descriptor of google.rpc.ErrorInfo, for `ConnectError.findDetails(ErrorInfoSchema)`. */
+export const ErrorInfoSchema: DescMessage = errorInfoDesc;
+
+/**
+ * A ConnectError carrying a google.rpc.ErrorInfo detail: the machine-readable reason a
+ * client branches on (the message is for people), in the service's domain.
+ */
+export function errorWithInfo(message: string, code: Code, info: ErrorInfo): ConnectError {
+  const { reason, domain, metadata } = info;
+  return new ConnectError(message, code, undefined, [
+    { desc: ErrorInfoSchema, value: { reason, domain, metadata } },
+  ]);
+}
+
+/** The ErrorInfo details of an error (clients and tests read the reason with it). */
+export function errorInfosOf(err: ConnectError): ErrorInfo[] {
+  return err
+    .findDetails(ErrorInfoSchema)
+    .map((m: MessageShape<DescMessage>) => m as unknown as ErrorInfo);
 }
