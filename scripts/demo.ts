@@ -41,6 +41,12 @@ const show = (text: string): void => {
   process.stdout.write(`  ${text}\n`);
 };
 
+/** Money as the API's JSON carries it (units as a string, nanos optional), e.g. "EUR 49.90". */
+function money(m: Json): string {
+  const cents = String(Math.round((m.nanos ?? 0) / 10_000_000)).padStart(2, "0");
+  return `${m.currencyCode} ${m.units ?? 0}.${cents}`;
+}
+
 async function finished(orderId: string, token: string): Promise<Json> {
   const deadline = Date.now() + 30_000;
   for (;;) {
@@ -62,7 +68,7 @@ async function main(): Promise<void> {
   step("browse the catalog");
   const { products } = await call("GET", "/v1/products?page_size=3");
   for (const p of products) {
-    show(`${p.sku.padEnd(12)} ${p.name.padEnd(32)} ${p.price.currencyCode} ${p.price.units}`);
+    show(`${p.sku.padEnd(12)} ${p.name.padEnd(32)} ${money(p.price)}`);
   }
   const [first, second] = products;
 
