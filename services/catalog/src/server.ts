@@ -1,12 +1,8 @@
 import {
-  createRuntime,
   instrumentStore,
-  migrateEventTables,
-  openServiceData,
-  openServiceEvents,
   type RuntimeOverrides,
   type ServiceHost,
-  serve,
+  startService,
 } from "@meshmart/kit";
 import type { CatalogConfig } from "./config.js";
 import { createProductCache } from "./product-cache.js";
@@ -19,25 +15,15 @@ import { createCatalogStore } from "./store.js";
  * product events to JetStream, and serves on the configured ports (0 = free port, as tests
  * use it). `close()` drains, stops the relay and releases NATS, the pool and Redis.
  */
-export async function startCatalog(
+export function startCatalog(
   config: CatalogConfig,
   overrides: RuntimeOverrides = {},
 ): Promise<ServiceHost> {
-  const runtime = await createRuntime(config, overrides);
-  const { logger, registry } = runtime;
-  const data = await openServiceData(runtime, {
-    databaseUrl: config.DATABASE_URL,
-    redisUrl: config.REDIS_URL,
+  return startService(config, overrides, {
     migrations: new URL("../migrations/", import.meta.url),
-  });
-  try {
-    await migrateEventTables(data.sql, logger);
-    const events = await openServiceEvents(runtime, {
-      sql: data.sql,
-      config,
-      publishes: ["catalog"],
-    });
-    try {
+    publishes: ["catalog"],
+    build: async ({ runtime, data, events }) => {
+      const { logger, registry } = runtime;
       const store = instrumentStore(
         createCatalogStore(data.sql, events.names),
         "catalog",
@@ -50,22 +36,7 @@ export async function startCatalog(
         ttlMs: config.CACHE_TTL_MS,
         registry,
       });
-      events.startRelay();
-      return await serve(runtime, {
-        routes: createCatalogRoutes({ store, cache }),
-        checks: [...data.checks, ...events.checks],
-        // The relay stops (publishing what it can) before the pool closes.
-        onClose: async () => {
-          await events.close();
-          await data.close();
-        },
-      });
-    } catch (reason) {
-      await events.close();
-      throw reason;
-    }
-  } catch (reason) {
-    await data.close(1);
-    throw reason;
-  }
+      return { routes: createCatalogRoutes({ store, cache }) };
+    },
+  });
 }

@@ -1,14 +1,10 @@
 import { randomBytes } from "node:crypto";
 import {
   createJwtVerifier,
-  createRuntime,
   instrumentStore,
-  migrateEventTables,
-  openServiceData,
-  openServiceEvents,
   type RuntimeOverrides,
   type ServiceHost,
-  serve,
+  startService,
 } from "@meshmart/kit";
 import type { JWTVerifyGetKey } from "jose";
 import { bootstrapAdmin } from "./bootstrap.js";
@@ -30,7 +26,7 @@ export const migrationsDir = new URL("../migrations/", import.meta.url);
  * its own tokens from its key store (no JWKS round trip to itself) unless `overrides`
  * brings a verifier.
  */
-export async function startIdentity(
+export function startIdentity(
   config: IdentityConfig,
   overrides: RuntimeOverrides = {},
 ): Promise<ServiceHost> {
@@ -39,77 +35,59 @@ export async function startIdentity(
     if (keyRing === undefined) throw new Error("identity is starting");
     return keyRing.getKey(header, token);
   };
-  const runtime = await createRuntime(config, {
-    ...overrides,
-    verifier:
-      overrides.verifier ??
-      createJwtVerifier({
-        keys: getKey,
-        issuer: config.AUTH_ISSUER,
-        audience: config.AUTH_AUDIENCE,
-      }),
-  });
-  const { logger, registry } = runtime;
-  const data = await openServiceData(runtime, {
-    databaseUrl: config.DATABASE_URL,
-    redisUrl: config.REDIS_URL,
-    migrations: migrationsDir,
-  });
-  const { sql, redis } = data;
-  try {
-    await migrateEventTables(sql, logger);
-    const events = await openServiceEvents(runtime, { sql, config, publishes: ["identity"] });
-    try {
-      const names = events.names;
-      const store = instrumentStore(createIdentityStore(sql, names), "identity", registry);
-      const keys = createKeyRing({ store, kek: config.IDENTITY_KEY_ENCRYPTION_KEY });
-      await keys.ensureActiveKey();
-      keyRing = keys;
-      await bootstrapAdmin(
-        store,
-        logger,
-        config.IDENTITY_BOOTSTRAP_ADMIN_EMAIL,
-        config.IDENTITY_BOOTSTRAP_ADMIN_PASSWORD,
-      );
-      const routes = createIdentityRoutes({
-        store,
-        keys,
-        tokens: createTokenIssuer({
-          keys,
+  return startService(
+    config,
+    {
+      ...overrides,
+      verifier:
+        overrides.verifier ??
+        createJwtVerifier({
+          keys: getKey,
           issuer: config.AUTH_ISSUER,
           audience: config.AUTH_AUDIENCE,
-          accessTtlS: config.ACCESS_TOKEN_TTL_S,
         }),
-        throttle: createLoginThrottle({
-          redis,
-          prefix: config.IDENTITY_REDIS_PREFIX,
-          limits: {
-            perAccount: config.LOGIN_MAX_FAILURES_PER_ACCOUNT,
-            perClient: config.LOGIN_MAX_FAILURES_PER_CLIENT,
-            windowS: config.LOGIN_THROTTLE_WINDOW_S,
-          },
+    },
+    {
+      migrations: migrationsDir,
+      publishes: ["identity"],
+      build: async ({ runtime, data, events }) => {
+        const { logger, registry } = runtime;
+        const { sql, redis } = data;
+        const store = instrumentStore(createIdentityStore(sql, events.names), "identity", registry);
+        const keys = createKeyRing({ store, kek: config.IDENTITY_KEY_ENCRYPTION_KEY });
+        await keys.ensureActiveKey();
+        keyRing = keys;
+        await bootstrapAdmin(
+          store,
           logger,
-        }),
-        logger,
-        refreshTtlS: config.REFRESH_TOKEN_TTL_S,
-        dummyPasswordHash: await hashPassword(randomBytes(16).toString("base64url")),
-      });
-      events.startRelay();
-      return await serve(runtime, {
-        routes,
-        checks: [...data.checks, ...events.checks],
-        httpFallback: createJwksListener(keys, logger),
-        onClose: async () => {
-          await events.close();
-          await data.close();
-        },
-      });
-    } catch (reason) {
-      await events.close();
-      throw reason;
-    }
-  } catch (reason) {
-    await data.close(1);
-    throw reason;
-  }
+          config.IDENTITY_BOOTSTRAP_ADMIN_EMAIL,
+          config.IDENTITY_BOOTSTRAP_ADMIN_PASSWORD,
+        );
+        const routes = createIdentityRoutes({
+          store,
+          keys,
+          tokens: createTokenIssuer({
+            keys,
+            issuer: config.AUTH_ISSUER,
+            audience: config.AUTH_AUDIENCE,
+            accessTtlS: config.ACCESS_TOKEN_TTL_S,
+          }),
+          throttle: createLoginThrottle({
+            redis,
+            prefix: config.IDENTITY_REDIS_PREFIX,
+            limits: {
+              perAccount: config.LOGIN_MAX_FAILURES_PER_ACCOUNT,
+              perClient: config.LOGIN_MAX_FAILURES_PER_CLIENT,
+              windowS: config.LOGIN_THROTTLE_WINDOW_S,
+            },
+            logger,
+          }),
+          logger,
+          refreshTtlS: config.REFRESH_TOKEN_TTL_S,
+          dummyPasswordHash: await hashPassword(randomBytes(16).toString("base64url")),
+        });
+        return { routes, httpFallback: createJwksListener(keys, logger) };
+      },
+    },
+  );
 }

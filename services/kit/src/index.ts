@@ -45,3 +45,10 @@ export { createRpcMetrics, type RpcMetrics } from "./observability/rpc-metrics.j
 export { createRuntime, type Runtime, type RuntimeOverrides, serve } from "./runtime.js";
 export type { DependencyCheck } from "./server/health-monitor.js";
 export type { Routes, ServiceHost } from "./server/service-host.js";
+export {
+  type ServiceConfig,
+  type ServiceDefinition,
+  type ServiceParts,
+  startService,
+  type Worker,
+} from "./service.js";

@@ -1,12 +1,8 @@
 import {
-  createRuntime,
   instrumentStore,
-  migrateEventTables,
-  openServiceData,
-  openServiceEvents,
   type RuntimeOverrides,
   type ServiceHost,
-  serve,
+  startService,
 } from "@meshmart/kit";
 import type { NotificationsConfig } from "./config.js";
 import { createEventEffects } from "./event-handlers.js";
@@ -31,51 +27,35 @@ export interface NotificationsOverrides extends RuntimeOverrides {
  * NotificationSent through its outbox, and serves ListNotifications. `close()` stops
  * serving, drains the consumer, then releases NATS and the pool.
  */
-export async function startNotifications(
+export function startNotifications(
   config: NotificationsConfig,
   overrides: NotificationsOverrides = {},
 ): Promise<ServiceHost> {
-  const runtime = await createRuntime(config, overrides);
-  const { logger, registry } = runtime;
-  const data = await openServiceData(runtime, {
-    databaseUrl: config.DATABASE_URL,
-    redisUrl: config.REDIS_URL,
+  const { sender, ...runtimeOverrides } = overrides;
+  return startService(config, runtimeOverrides, {
     migrations: migrationsDir,
-  });
-  try {
-    await migrateEventTables(data.sql, logger);
-    const events = await openServiceEvents(runtime, {
-      sql: data.sql,
-      config,
-      publishes: ["notifications"],
-    });
-    try {
-      const store = instrumentStore(createNotificationStore(data.sql), "notifications", registry);
+    publishes: ["notifications"],
+    build: ({ runtime, data, events }) => {
+      const store = instrumentStore(
+        createNotificationStore(data.sql),
+        "notifications",
+        runtime.registry,
+      );
       const effects = createEventEffects({
         store,
-        sender: overrides.sender ?? createLogSender(logger),
+        sender: sender ?? createLogSender(runtime.logger),
         names: events.names,
       });
-      events.startRelay();
-      await events.consume({
-        durable: CONSUMER,
-        domains: ["identity", "orders"],
-        handlers: createSubscriptions(effects),
-      });
-      return await serve(runtime, {
+      return {
         routes: createNotificationRoutes({ store }),
-        checks: [...data.checks, ...events.checks],
-        onClose: async () => {
-          await events.close();
-          await data.close();
-        },
-      });
-    } catch (reason) {
-      await events.close();
-      throw reason;
-    }
-  } catch (reason) {
-    await data.close(1);
-    throw reason;
-  }
+        subscriptions: [
+          {
+            durable: CONSUMER,
+            domains: ["identity", "orders"],
+            handlers: createSubscriptions(effects),
+          },
+        ],
+      };
+    },
+  });
 }

@@ -1,16 +1,13 @@
 import {
-  createRuntime,
   createServiceClient,
   instrumentStore,
-  migrateEventTables,
-  openServiceData,
-  openServiceEvents,
   type Runtime,
   type RuntimeOverrides,
   type ServiceData,
   type ServiceEvents,
   type ServiceHost,
-  serve,
+  type ServiceParts,
+  startService,
 } from "@meshmart/kit";
 import { CatalogService } from "@meshmart/kit/gen/meshmart/catalog/v1/catalog_service_pb.js";
 import { InventoryService } from "@meshmart/kit/gen/meshmart/inventory/v1/inventory_service_pb.js";
@@ -35,41 +32,23 @@ export const migrationsDir = new URL("../migrations/", import.meta.url);
  * as tests use it). `close()` stops taking RPCs, lets the saga steps in flight finish and
  * record, then stops the relay and NATS and releases the pool.
  */
-export async function startOrders(
+export function startOrders(
   config: OrdersConfig,
   overrides: RuntimeOverrides = {},
 ): Promise<ServiceHost> {
-  const runtime = await createRuntime(config, overrides);
-  const data = await openServiceData(runtime, {
-    databaseUrl: config.DATABASE_URL,
-    redisUrl: config.REDIS_URL,
+  return startService(config, overrides, {
     migrations: migrationsDir,
+    publishes: ["orders"],
+    build: ({ runtime, data, events }) => buildOrders(runtime, config, data, events),
   });
-  try {
-    await migrateEventTables(data.sql, runtime.logger);
-    const events = await openServiceEvents(runtime, {
-      sql: data.sql,
-      config,
-      publishes: ["orders"],
-    });
-    try {
-      return await startServing(runtime, config, data, events);
-    } catch (reason) {
-      await events.close();
-      throw reason;
-    }
-  } catch (reason) {
-    await data.close(1);
-    throw reason;
-  }
 }
 
-async function startServing(
+function buildOrders(
   runtime: Runtime,
   config: OrdersConfig,
   data: ServiceData,
   events: ServiceEvents,
-): Promise<ServiceHost> {
+): ServiceParts {
   const { logger, registry, metrics } = runtime;
   const store = instrumentStore(createOrdersStore(data.sql, events.names), "orders", registry);
   const clientOptions = { service: config.SERVICE_NAME, metrics };
@@ -108,17 +87,6 @@ async function startServing(
     pollMs: config.SAGA_POLL_MS,
     cancelWaitMs: config.CANCEL_WAIT_MS,
   });
-  const host = await serve(runtime, {
-    routes,
-    checks: [...data.checks, ...events.checks],
-    // The worker writes terminal events, so it stops before the relay; the relay before the pool.
-    onClose: async () => {
-      await worker.stop();
-      await events.close();
-      await data.close();
-    },
-  });
-  events.startRelay();
-  worker.start();
-  return host;
+  // The worker writes terminal events, so it stops before the relay.
+  return { routes, workers: [worker] };
 }
