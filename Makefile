@@ -9,7 +9,7 @@ NODE_RUN := node --conditions=development --import tsx
 BUF := node_modules/.bin/buf
 WORKSPACES := services/kit services/identity services/catalog services/inventory services/payments services/orders services/notifications edge
 
-.PHONY: help install generate lint format breaking typecheck build test test-unit up demo dead-letters test-chaos bench clean distclean
+.PHONY: help install generate lint format breaking typecheck build test test-unit up deploy demo dead-letters test-chaos bench clean distclean
 
 help: ## list targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed -E 's/^([a-z-]+):.*## /  make \1\t/' | expand -t 22
@@ -58,6 +58,9 @@ up: generate ## run the whole mesh locally (Ctrl-C stops it)
 
 test-chaos: generate ## the full chaos run: 2,000 orders while every service, NATS and Postgres are killed and restarted
 	CHAOS_ORDERS=$${CHAOS_ORDERS:-2000} CHAOS_MIN_MS=$${CHAOS_MIN_MS:-240000} $(NODE_RUN) scripts/run-tests.ts tests/chaos.test.ts
+
+deploy: generate ## build, push, apply OVERLAY=dev|prod (REGISTRY=…); DRY_RUN=1 only renders and validates
+	DRY_RUN=$(DRY_RUN) OVERLAY=$(OVERLAY) REGISTRY=$(REGISTRY) TAG=$(TAG) $(NODE_RUN) scripts/deploy/deploy.ts
 
 demo: ## place orders through the running `make up` (REST edge on :8080) and show the outcome
 	$(NODE_RUN) scripts/demo.ts

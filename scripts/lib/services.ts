@@ -1,5 +1,6 @@
 import { existsSync } from "node:fs";
 import { join } from "node:path";
+import { loadCallGraph } from "../deploy/callgraph.js";
 
 /** A service of the mesh and its local ports. */
 export interface ServiceSpec {
@@ -133,10 +134,17 @@ export function listeningPorts(line: string): ServicePorts | undefined {
   return undefined;
 }
 
-/** The gRPC calls between services: caller → callees. Callees start before callers. */
-export const CALLS: Readonly<Record<string, readonly string[]>> = {
-  orders: ["catalog", "inventory", "payments"],
-};
+const graph = loadCallGraph();
+
+/**
+ * The gRPC calls between services (caller → callees), from deploy/callgraph.yaml: the one
+ * declaration the mesh policies are generated from too. Callees start before callers.
+ */
+export const CALLS: Readonly<Record<string, readonly string[]>> = Object.fromEntries(
+  [...graph.services.values()]
+    .filter((s) => s.calls.size > 0)
+    .map((s) => [s.name, [...s.calls.keys()]]),
+);
 
 /** The services whose addresses `name`'s settings contain: identity (JWKS) and its callees. */
 export function dependenciesOf(name: string): string[] {
@@ -176,13 +184,8 @@ export function meshSettings(
   return settings;
 }
 
-/** The services whose public methods the edge transcodes; the rest are internal. */
-export const PUBLIC_SERVICES: readonly string[] = [
-  "identity",
-  "catalog",
-  "orders",
-  "notifications",
-];
+/** The services whose public methods the edge transcodes (the graph's edge entry). */
+export const PUBLIC_SERVICES: readonly string[] = [...graph.edge.calls.keys()];
 
 /** The edge's settings in front of `services` (name → ports): upstreams for the public ones. */
 export function edgeSettings(services: ReadonlyMap<string, ServicePorts>): Record<string, string> {

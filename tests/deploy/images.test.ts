@@ -1,0 +1,68 @@
+import assert from "node:assert/strict";
+import { execFile } from "node:child_process";
+import { readFileSync } from "node:fs";
+import { join } from "node:path";
+import { test } from "node:test";
+import { promisify } from "node:util";
+import { REPO_ROOT } from "../../scripts/deploy/callgraph.js";
+import { hasKubectl } from "../../scripts/deploy/render.js";
+
+// The image recipe and `make deploy DRY_RUN=1`, offline: no Docker build runs here.
+
+const dockerfile = readFileSync(join(REPO_ROOT, "Dockerfile"), "utf8");
+const stage = (name: string) => {
+  const start = dockerfile.indexOf(`AS ${name}\n`);
+  assert.ok(start >= 0, name);
+  const next = dockerfile.indexOf("\nFROM ", start);
+  return dockerfile.slice(start, next === -1 ? undefined : next);
+};
+
+test("Node base images are pinned by digest; the runtime is distroless, non-root, without npm", () => {
+  for (const arg of ["BUILD_IMAGE", "RUNTIME_IMAGE"]) {
+    assert.match(dockerfile, new RegExp(`ARG ${arg}=\\S+@sha256:[0-9a-f]{64}\\n`), arg);
+  }
+  assert.match(dockerfile, /RUNTIME_IMAGE=gcr\.io\/distroless\/nodejs24/);
+  const service = stage("service");
+  assert.match(service, /USER 65532:65532/);
+  assert.doesNotMatch(service, /\bnpm\b|RUN /, "the runtime stage runs nothing and has no npm");
+  assert.match(service, /CMD \["service\/dist\/src\/main\.js"\]/);
+  assert.match(stage("build"), /npm prune --omit=dev/);
+  assert.match(stage("build"), /make build/);
+  assert.match(stage("edge"), /USER 101:101/);
+  assert.doesNotMatch(dockerfile, /HEALTHCHECK/);
+  const ignore = readFileSync(join(REPO_ROOT, ".dockerignore"), "utf8").split("\n");
+  for (const entry of ["**/node_modules", ".git", ".data", "**/dist"])
+    assert.ok(ignore.includes(entry), entry);
+});
+
+test("every workspace's package.json is copied before the install (npm ci needs them all)", () => {
+  const root = JSON.parse(readFileSync(join(REPO_ROOT, "package.json"), "utf8")) as {
+    workspaces: string[];
+  };
+  for (const ws of root.workspaces) {
+    assert.ok(dockerfile.includes(`COPY ${ws}/package.json ${ws}/`), ws);
+  }
+});
+
+test("make deploy DRY_RUN=1 renders, validates and prints the plan without Docker or a cluster", {
+  skip: !hasKubectl() && "kubectl not found: apt-get install kubectl",
+}, async () => {
+  const { stdout } = await promisify(execFile)(
+    process.execPath,
+    ["--conditions=development", "--import", "tsx", "scripts/deploy/deploy.ts"],
+    {
+      cwd: REPO_ROOT,
+      env: {
+        ...process.env,
+        DRY_RUN: "1",
+        OVERLAY: "prod",
+        REGISTRY: "registry.example/mm",
+        TAG: "t1",
+      },
+    },
+  );
+  assert.match(stdout, /DRY RUN: would deploy overlay prod/);
+  assert.match(stdout, /validated \d+ objects against their schemas; every policy check passed/);
+  assert.match(stdout, /meshmart\/orders:latest\s+→ registry\.example\/mm\/orders:t1/);
+  assert.match(stdout, /kubectl rollout status deployment\/orders -n meshmart/);
+});
