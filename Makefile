@@ -14,7 +14,7 @@ WORKSPACES := services/kit services/identity services/catalog services/inventory
 help: ## list targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed -E 's/^([a-z-]+):.*## /  make \1\t/' | expand -t 22
 
-node_modules/.install-stamp: package.json package-lock.json $(addsuffix /package.json,$(WORKSPACES))
+node_modules/.install-stamp: package.json package-lock.json $(addsuffix /package.json,$(WORKSPACES)) web/package.json
 	bash scripts/npm-install.sh
 	@touch $@
 
@@ -38,8 +38,9 @@ format: install ## apply Biome formatting and safe fixes
 breaking: generate ## buf breaking against the previous commit's protos
 	bash scripts/buf-breaking.sh
 
-typecheck: generate ## tsc over every workspace, tests and scripts
+typecheck: generate ## tsc over every workspace, tests and scripts, and the storefront (DOM)
 	node_modules/.bin/tsc -p tsconfig.json
+	node_modules/.bin/tsc -p web/tsconfig.json
 
 build: generate ## compile each workspace to dist/ (what images run)
 	@for w in $(WORKSPACES); do \
@@ -72,7 +73,7 @@ bench: generate ## benchmarks (npm run bench:catalog)
 	npm run bench:catalog
 
 clean: ## remove generated code and build output
-	rm -rf services/kit/gen .proto-deps $(addsuffix /dist,$(WORKSPACES))
+	rm -rf services/kit/gen .proto-deps $(addsuffix /dist,$(WORKSPACES)) web/dist
 
 distclean: clean ## also node_modules and local data (.data/)
 	rm -rf node_modules .data

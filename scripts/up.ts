@@ -16,6 +16,7 @@
  * per-service database names, MESHMART_UP_EXIT_AFTER_READY=1 to stop right after
  * everything is up (smoke tests).
  */
+import { spawnSync } from "node:child_process";
 import { randomBytes } from "node:crypto";
 import { existsSync, mkdirSync, readFileSync, writeFileSync } from "node:fs";
 import { dirname, join } from "node:path";
@@ -64,6 +65,8 @@ interface RunningService {
 let infra: Infra | undefined;
 const running: RunningService[] = [];
 let shuttingDown = false;
+/** web/dist when the storefront was built for the edge to serve. */
+let storefront: string | undefined;
 let up = false;
 
 const say = (line: string): void => {
@@ -285,6 +288,8 @@ function startEdge(): RunningService {
     LOG_LEVEL: process.env.LOG_LEVEL ?? "info",
     ...edgeSettings(new Map(services.map((s) => [s.spec.name, s.ports]))),
   };
+  storefront = buildStorefront();
+  if (storefront !== undefined) env.EDGE_STATIC_DIR = storefront;
   say(`edge: REST on ${port === 0 ? "a free port" : `http://127.0.0.1:${port}`}; starting…`);
   return launch(
     { name: "edge", grpcPort: port },
@@ -298,6 +303,25 @@ function startEdge(): RunningService {
       stopTimeoutMs: 30_000,
     },
   );
+}
+
+/**
+ * Builds the storefront (vite, about a second) for the edge to serve at `/`; undefined,
+ * with the reason said, when it cannot be built — the API works without it.
+ */
+function buildStorefront(): string | undefined {
+  const vite = join(ROOT, "node_modules", ".bin", "vite");
+  if (!existsSync(vite) || !existsSync(join(ROOT, "web", "index.html"))) return undefined;
+  say("storefront: building web/ …");
+  const built = spawnSync(vite, ["build", "--logLevel", "warn"], {
+    cwd: join(ROOT, "web"),
+    stdio: ["ignore", "inherit", "inherit"],
+  });
+  if (built.status !== 0) {
+    say("storefront: build failed; the edge serves the API only");
+    return undefined;
+  }
+  return join(ROOT, "web", "dist");
 }
 
 /** Waits for 200 from the service's admin /readyz (the edge: its own /readyz). */
@@ -344,7 +368,13 @@ function watchForDeath(service: RunningService): void {
 function printSummary(infra: Infra): void {
   const edge = running.find((s) => s.spec.name === "edge");
   const services = running.filter((s) => s !== edge);
-  const rest = edge === undefined ? [] : [`REST http://127.0.0.1:${edge.ports.http}`];
+  const rest =
+    edge === undefined
+      ? []
+      : [
+          `REST http://127.0.0.1:${edge.ports.http}`,
+          ...(storefront === undefined ? [] : [`storefront http://127.0.0.1:${edge.ports.http}/`]),
+        ];
   const parts = services.map(
     ({ spec, ports }) =>
       `${spec.name} grpc 127.0.0.1:${ports.grpc}, connect http://127.0.0.1:${ports.http}, admin http://127.0.0.1:${ports.admin}`,

@@ -162,6 +162,15 @@ test("the REST edge serves the catalog", async () => {
   assert.ok(body.nextPageToken.length > 0);
 });
 
+test("the edge serves the storefront at / and names it in the summary", async () => {
+  const summary = output.split("\n").find((l) => l.startsWith("meshmart is up")) ?? "";
+  assert.match(summary, new RegExp(`storefront http://127\\.0\\.0\\.1:${ports.edge}/`));
+  const res = await fetch(`http://127.0.0.1:${ports.edge}/`);
+  assert.equal(res.status, 200);
+  assert.match(res.headers.get("content-type") ?? "", /^text\/html/);
+  assert.match(await res.text(), /<script type="module"/);
+});
+
 test("Ctrl-C stops everything cleanly with exit 0", async () => {
   up.kill("SIGINT");
   const [code] = (await once(up, "exit")) as [number | null];

@@ -58,6 +58,8 @@ export const edgeConfigSchema = z
     IDENTITY_HTTP_ADDR: z.string().optional(),
     ORDERS_HTTP_ADDR: z.string().optional(),
     NOTIFICATIONS_HTTP_ADDR: z.string().optional(),
+    /** The storefront's build (web/dist) to serve at `/`; unset = no site. */
+    EDGE_STATIC_DIR: z.string().min(1).optional(),
   })
   .transform((env, ctx) => {
     let upstreams: Record<string, string>;
@@ -152,6 +154,7 @@ export const edgeConfigSchema = z
       redisUrl: env.EDGE_REDIS_URL,
       redisPrefix: env.EDGE_REDIS_PREFIX,
       httpUpstreams,
+      staticDir: env.EDGE_STATIC_DIR,
     };
   });
 

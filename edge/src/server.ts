@@ -47,6 +47,7 @@ import {
   type GlobalLimiter,
   type Verdict,
 } from "./rate-limit.js";
+import { createStaticSite } from "./static-site.js";
 import { BadRequestError, buildRequest, responseJson } from "./transcode.js";
 import { createUpstreams } from "./upstreams.js";
 
@@ -158,6 +159,8 @@ export async function startEdge(
     { level: config.logLevel, base: { service: "edge" } },
     overrides.logDestination ?? pino.destination(1),
   );
+  // First: a missing build fails the start before any connection is opened.
+  const site = config.staticDir === undefined ? undefined : createStaticSite(config.staticDir);
   // Details of errors (buf.validate.Violations) print as proto3-JSON Any.
   const registry: Registry = createRegistry(file_buf_validate_validate, ...publicFiles);
   const router = createHttpRouter(bindingsFromFiles(publicFiles));
@@ -365,6 +368,11 @@ export async function startEdge(
       let answered = false;
       upstreamReq.on("response", (upstreamRes) => {
         answered = true;
+        // A stream (WatchOrder) may stay quiet longer than a unary call may take; its
+        // deadline travels in connect-timeout-ms / grpc-timeout and the service enforces it.
+        // (gRPC-Web frames unary and streaming calls alike; once headers are back, a unary
+        // call has its answer anyway.)
+        if (isFramedContentType(req.headers["content-type"])) upstreamReq.setTimeout(0);
         res.writeHead(upstreamRes.statusCode ?? 502, endToEnd(upstreamRes.headers));
         upstreamRes.pipe(res);
         upstreamRes.once("end", () => {
@@ -446,6 +454,8 @@ export async function startEdge(
       }
       const found = router.route(req.method ?? "GET", path);
       if (found.kind === "not-found") {
+        // Last resort, so the site can never shadow a REST route or an RPC path.
+        if (site !== undefined && (await site.serve(req, res, path))) return;
         throw new EdgeError(`no route for ${req.method} ${path}`, Code.NotFound);
       }
       if (found.kind === "method-not-allowed") {
@@ -509,6 +519,21 @@ export async function startEdge(
           "content-length": 0,
         });
         res.end();
+      } else if (rpcMode === "connect" && isConnectStreaming(req.headers["content-type"])) {
+        // Connect streaming clients read errors only from the end-of-stream message of a
+        // 200 response; any other status reaches them as a bare "HTTP 401".
+        const json = Buffer.from(
+          JSON.stringify({ error: { code: connectCodeName(code), message } }),
+        );
+        const prefix = Buffer.alloc(5);
+        prefix.writeUInt8(0b10, 0); // end-stream flag
+        prefix.writeUInt32BE(json.length, 1);
+        res.writeHead(200, {
+          ...answer.headers,
+          "content-type": req.headers["content-type"] ?? "application/connect+json",
+          "content-length": prefix.length + json.length,
+        });
+        res.end(Buffer.concat([prefix, json]));
       } else if (rpcMode === "connect") {
         send(res, answer.status, { code: connectCodeName(code), message }, answer.headers);
       } else {
@@ -556,7 +581,10 @@ export async function startEdge(
   await once(server, "listening");
   const { port } = server.address() as AddressInfo;
   const host = config.host.includes(":") ? `[${config.host}]` : config.host;
-  logger.info({ port, h2c_port: h2cPort, upstreams: config.upstreams }, "edge listening");
+  logger.info(
+    { port, h2c_port: h2cPort, upstreams: config.upstreams, static_dir: site?.root },
+    "edge listening",
+  );
   let closing: Promise<void> | undefined;
   return {
     url: `http://${host === "0.0.0.0" ? "127.0.0.1" : host}:${port}`,
@@ -589,4 +617,16 @@ export async function startEdge(
       return closing;
     },
   };
+}
+
+/** A Connect streaming call: `application/connect+json` or `+proto`. */
+function isConnectStreaming(contentType: string | undefined): boolean {
+  return contentType?.startsWith("application/connect+") === true;
+}
+
+/** A call whose body is enveloped messages: Connect streaming, or any gRPC-Web call. */
+function isFramedContentType(contentType: string | undefined): boolean {
+  return (
+    isConnectStreaming(contentType) || contentType?.startsWith("application/grpc-web") === true
+  );
 }

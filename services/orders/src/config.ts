@@ -55,6 +55,11 @@ export const ordersConfigSchema = kitConfigSchema
     SAGA_MAX_ATTEMPTS: count(100_000).default(30),
     /** How long CancelOrder waits for the compensation to finish before telling the caller to retry. */
     CANCEL_WAIT_MS: configFields.positiveMs.default(10_000),
+    /**
+     * WatchOrder is woken by the order's events (published by whichever replica moves it);
+     * it also re-reads the order this often, in case NATS was away when one went out.
+     */
+    WATCH_FALLBACK_MS: configFields.positiveMs.default(10_000),
   })
   .refine((c) => c.SAGA_LEASE_MS >= c.SAGA_STEP_TIMEOUT_MS + 1_000, {
     path: ["SAGA_LEASE_MS"],

@@ -30,6 +30,8 @@ export interface OrdersDeps {
   pollMs: number;
   /** Longest CancelOrder waits for the compensation. */
   cancelWaitMs: number;
+  /** How often WatchOrder re-reads an order when no event woke it. */
+  watchFallbackMs: number;
 }
 
 const DEFAULT_PAGE_SIZE = 20;
@@ -206,13 +208,10 @@ export function createOrdersHandlers(deps: OrdersDeps): ServiceImpl<typeof Order
       yield { order: toOrder(record) };
       let seen = stamp(record);
       while (!isTerminal(record.order.status)) {
-        await changes.wait(req.orderId, deps.pollMs, ctx.signal);
-        if (ctx.signal.aborted) {
-          const why: unknown = ctx.signal.reason;
-          throw why instanceof ConnectError
-            ? why
-            : new ConnectError("the watch ended before the order finished", Code.DeadlineExceeded);
-        }
+        await changes.wait(req.orderId, deps.watchFallbackMs, ctx.signal);
+        // The client went away, its deadline passed, or the server is shutting down: the
+        // stream simply ends; a client that still cares watches again.
+        if (ctx.signal.aborted) return;
         const next = await store.get(req.orderId);
         if (next === undefined) throw notFound(req.orderId);
         record = next;

@@ -15,6 +15,7 @@ import { PaymentService } from "@meshmart/kit/gen/meshmart/payments/v1/payments_
 import { createCardVault } from "./card-vault.js";
 import type { OrdersConfig } from "./config.js";
 import { createOrderChanges } from "./order-changes.js";
+import { createOrderEventTap } from "./order-event-tap.js";
 import { createOrdersRoutes } from "./routes.js";
 import { runStep, type SagaDeps } from "./saga.js";
 import { createSagaWorker } from "./saga-worker.js";
@@ -85,8 +86,12 @@ function buildOrders(
     changes,
     logger,
     pollMs: config.SAGA_POLL_MS,
+    watchFallbackMs: config.WATCH_FALLBACK_MS,
     cancelWaitMs: config.CANCEL_WAIT_MS,
   });
   // The worker writes terminal events, so it stops before the relay.
-  return { routes, workers: [worker] };
+  return {
+    routes,
+    workers: [worker, createOrderEventTap({ events, changes, logger })],
+  };
 }

@@ -605,6 +605,45 @@ describe("order saga", () => {
     assert.equal(err.code, Code.FailedPrecondition);
   });
 
+  test("WatchOrder on another replica is woken by the order's events, not by re-reading", async () => {
+    // The watcher's replica never re-reads on its own within the test (a 60 s fallback) and
+    // never runs sagas (a 60 s poll): only the event published when the first replica
+    // confirms the order can end its stream in time.
+    const watcher = await startTestOrders(mesh, db.url, orders.cardKey, {
+      WATCH_FALLBACK_MS: "60000",
+      SAGA_POLL_MS: "60000",
+    });
+    try {
+      const jam = await mesh.product({ units: 4n, stock: 5n });
+      const ida = await newCustomer(mesh);
+      mesh.processor.hold();
+      const { order } = await orders.client.placeOrder(
+        {
+          requestId: randomUUID(),
+          items: [{ productId: jam.id, quantity: 1 }],
+          payment: { card: card() },
+        },
+        ida.options,
+      );
+      assert.ok(order);
+      const seen: OrderStatus[] = [];
+      const watching = (async () => {
+        for await (const res of watcher.client.watchOrder({ orderId: order.id }, ida.options)) {
+          if (res.order !== undefined) seen.push(res.order.status);
+        }
+      })();
+      await eventually("the first state", async () => (seen.length > 0 ? true : undefined));
+      const released = Date.now();
+      mesh.processor.release();
+      await watching;
+      assert.equal(seen.at(-1), OrderStatus.CONFIRMED);
+      assert.ok(Date.now() - released < 15_000, "woken by the event, not the fallback");
+    } finally {
+      mesh.processor.release();
+      await watcher.close();
+    }
+  });
+
   test("WatchOrder streams the order until it is terminal", async () => {
     const tea = await mesh.product({ units: 7n, stock: 5n });
     const leo = await newCustomer(mesh);
