@@ -177,7 +177,8 @@ async function drive(
 
   const chaos = (async () => {
     let i = 0;
-    while (placing || Date.now() - began < options.minChaosMs) {
+    // Until orders stop, the minimum time has passed, and every kind of fault has happened.
+    while (placing || Date.now() - began < options.minChaosMs || i < TARGETS.length) {
       const target = TARGETS[i % TARGETS.length] ?? "orders";
       i += 1;
       const downMs = 300 + Math.floor(Math.random() * 700);

@@ -1,0 +1,58 @@
+/** /proc readings the orders and events benchmarks share. */
+import { readdirSync, readFileSync } from "node:fs";
+import { cpuSeconds } from "../catalog/proc.js";
+
+/** The mesh's service processes: our children running services/<name>/src/main.ts. */
+export function servicePids(): Map<string, number> {
+  const out = new Map<string, number>();
+  for (const entry of readdirSync("/proc")) {
+    if (!/^\d+$/.test(entry)) continue;
+    try {
+      const stat = readFileSync(`/proc/${entry}/stat`, "utf8");
+      const ppid = Number(stat.slice(stat.lastIndexOf(")") + 2).split(" ")[1]);
+      if (ppid !== process.pid) continue;
+      const cmdline = readFileSync(`/proc/${entry}/cmdline`, "utf8");
+      const m = /services\/([a-z]+)\/src\/main\.ts/.exec(cmdline);
+      if (m?.[1] !== undefined) out.set(m[1], Number(entry));
+    } catch {
+      // The process went away while we looked.
+    }
+  }
+  return out;
+}
+
+/** CPU seconds of every process named `comm` (postgres backends, nats-server). */
+export function cpuOf(comm: string): Map<number, number> {
+  const out = new Map<number, number>();
+  for (const entry of readdirSync("/proc")) {
+    if (!/^\d+$/.test(entry)) continue;
+    try {
+      if (readFileSync(`/proc/${entry}/comm`, "utf8").trim() !== comm) continue;
+    } catch {
+      continue;
+    }
+    const cpu = cpuSeconds(Number(entry));
+    if (cpu !== undefined) out.set(Number(entry), cpu);
+  }
+  return out;
+}
+
+/**
+ * CPU seconds the processes named `comms` use from now until stop(), per name. Processes
+ * are shared with anything else on the machine using the same server (other test runs).
+ */
+export function startInfraCpu(comms: readonly string[]): { stop(): Record<string, number> } {
+  const before = comms.map((comm) => [comm, cpuOf(comm)] as const);
+  return {
+    stop() {
+      const used: Record<string, number> = {};
+      for (const [comm, start] of before) {
+        let seconds = 0;
+        // A process born meanwhile (a new Postgres backend) used all its CPU in the interval.
+        for (const [pid, cpu] of cpuOf(comm)) seconds += cpu - (start.get(pid) ?? 0);
+        used[comm] = seconds;
+      }
+      return used;
+    },
+  };
+}

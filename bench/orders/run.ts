@@ -1,0 +1,671 @@
+/**
+ * The orders benchmark (`npm run bench:orders`): sustained PlaceOrder over gRPC, through
+ * the real saga (catalog prices, inventory reservation, payments authorization and
+ * capture) to CONFIRMED, against identity, catalog, inventory, payments and orders run as
+ * separate processes (tests/support/mesh.ts, what `make up` runs) on real Postgres, Redis
+ * and NATS JetStream.
+ *
+ * A fixed number of PlaceOrder calls stay in flight (each worker places its next order as
+ * soon as the previous one is answered). Confirmations are watched on the orders stream
+ * (an ordered JetStream consumer on `<ns>.orders.order.>`), so watching adds no RPC load to
+ * the service measured. Prints placed/s, confirmed/s, PlaceOrder latency, the time from
+ * request to CONFIRMED, the orders relay's lag (admin /metrics), and the targets.
+ * Writes bench/results/orders-<timestamp>.json. See bench/orders/README.md.
+ */
+import { randomUUID } from "node:crypto";
+import { mkdir, writeFile } from "node:fs/promises";
+import { availableParallelism, cpus } from "node:os";
+import { dirname, join, relative } from "node:path";
+import { fileURLToPath } from "node:url";
+import { fromBinary } from "@bufbuild/protobuf";
+import { type Client, ConnectError, createClient } from "@connectrpc/connect";
+import { createGrpcTransport } from "@connectrpc/connect-node";
+import { createEventNames, createLogger, createPostgres } from "@meshmart/kit";
+import { CatalogService } from "@meshmart/kit/gen/meshmart/catalog/v1/catalog_service_pb.js";
+import { IdentityService } from "@meshmart/kit/gen/meshmart/identity/v1/identity_service_pb.js";
+import { InventoryService } from "@meshmart/kit/gen/meshmart/inventory/v1/inventory_service_pb.js";
+import {
+  OrderCancelledSchema,
+  OrderConfirmedSchema,
+} from "@meshmart/kit/gen/meshmart/orders/v1/events_pb.js";
+import { OrderService } from "@meshmart/kit/gen/meshmart/orders/v1/orders_service_pb.js";
+import { DeliverPolicy, jetstream } from "@nats-io/jetstream";
+import { connect, type NatsConnection } from "@nats-io/transport-node";
+import { type Mesh, startMesh } from "../../tests/support/mesh.js";
+import { MachineMonitor, machineBusy, Sampler } from "../catalog/proc.js";
+import { servicePids, startInfraCpu } from "./cpu.js";
+
+const ROOT = join(dirname(fileURLToPath(import.meta.url)), "..", "..");
+const SERVICES = ["identity", "catalog", "inventory", "payments", "orders"] as const;
+const TARGET_CONFIRMED_PER_S = 500;
+const TARGET_P99_RESPONSE_MS = 100;
+const NOISE_CORES = 0.1;
+const ADMIN = { email: "bench-admin@example.com", password: "bench admin password" };
+const CARD = { number: "4242424242424242", expMonth: 12, expYear: 2030, cvc: "123" };
+
+function intEnv(name: string, fallback: number, min = 1): number {
+  const raw = process.env[name];
+  if (raw === undefined || raw === "") return fallback;
+  const value = Number(raw);
+  if (!Number.isInteger(value) || value < min) {
+    console.error(`${name} must be an integer >= ${min}, got '${raw}'`);
+    process.exit(2);
+  }
+  return value;
+}
+
+const settings = {
+  durationSeconds: intEnv("BENCH_DURATION_S", 30),
+  warmupSeconds: intEnv("BENCH_WARMUP_S", 5, 0),
+  concurrency: intEnv("BENCH_CONCURRENCY", 32),
+  products: intEnv("BENCH_PRODUCTS", 32),
+  customers: intEnv("BENCH_CUSTOMERS", 8),
+  /** After the window: how long placed orders get to reach a terminal state. */
+  settleSeconds: intEnv("BENCH_SETTLE_S", 20, 0),
+  /** Orders' SAGA_CONCURRENCY; unset keeps the service's default. */
+  sagaConcurrency: process.env.BENCH_SAGA_CONCURRENCY,
+  /**
+   * respond: a worker places its next order when PlaceOrder answers (the front door's
+   * pace). confirm: when its order is CONFIRMED, so at most `concurrency` orders are open.
+   */
+  mode: modeEnv(),
+};
+function modeEnv(): "respond" | "confirm" {
+  const raw = process.env.BENCH_MODE ?? "respond";
+  if (raw === "respond" || raw === "confirm") return raw;
+  console.error(`BENCH_MODE must be respond or confirm, got '${raw}'`);
+  process.exit(2);
+}
+
+const say = (line = ""): void => {
+  process.stdout.write(`${line}\n`);
+};
+const warnings: string[] = [];
+const cleanups: (() => Promise<unknown>)[] = [];
+
+/** One order as this run saw it. Times are wall-clock ms (performance.timeOrigin based). */
+interface Tracked {
+  startedAt: number;
+  measured: boolean;
+  /** When the OrderConfirmed/OrderCancelled event reached us from JetStream. */
+  deliveredAt?: number;
+  /** The event's occurred_at: when orders committed the terminal state. */
+  terminalAt?: number;
+  status?: "CONFIRMED" | "CANCELLED";
+}
+
+interface Store {
+  productIds: string[];
+  tokens: string[];
+}
+
+const wallNow = () => performance.timeOrigin + performance.now();
+
+async function main(): Promise<void> {
+  const started = new Date();
+  const stamp = started.toISOString().replace(/[:.]/g, "-");
+  say(`meshmart orders benchmark: ${started.toISOString()}`);
+  say(`node ${process.version}, ${cpus()[0]?.model ?? "?"} x${availableParallelism()}`);
+  say(
+    `mode ${settings.mode}: ${settings.concurrency} ${settings.mode === "respond" ? "PlaceOrder calls in flight" : "orders open (placed, not yet CONFIRMED)"} over gRPC; warm-up ${settings.warmupSeconds} s, ` +
+      `measured ${settings.durationSeconds} s; ${settings.products} products, ${settings.customers} customers, card ${CARD.number.slice(-4)}`,
+  );
+  const busy = await machineBusy(1000);
+  say(`machine busy before the run: ${(busy * 100).toFixed(0)}% of ${availableParallelism()} cpus`);
+  if (busy > 0.1) warnings.push(`before the run the machine was ${(busy * 100).toFixed(0)}% busy`);
+
+  // Mesh children are unref'd; this keeps the run alive while it only awaits them.
+  const keepAlive = setInterval(() => {}, 1_000);
+  cleanups.push(async () => clearInterval(keepAlive));
+  const t0 = performance.now();
+  const mesh = await startMesh({
+    label: "bench_orders",
+    services: SERVICES,
+    env: { SEED_DEMO: "false" },
+    serviceEnv: {
+      identity: {
+        IDENTITY_BOOTSTRAP_ADMIN_EMAIL: ADMIN.email,
+        IDENTITY_BOOTSTRAP_ADMIN_PASSWORD: ADMIN.password,
+        ACCESS_TOKEN_TTL_S: "3600",
+      },
+      // Stock comes from SetStock below, never from catalog's ProductCreated.
+      inventory: { INITIAL_STOCK_ON_PRODUCT_CREATED: "0" },
+      ...(settings.sagaConcurrency === undefined
+        ? {}
+        : { orders: { SAGA_CONCURRENCY: settings.sagaConcurrency } }),
+    },
+  });
+  // Drops the databases and the namespace's streams.
+  cleanups.push(() => mesh.stop());
+  say(`mesh up in ${((performance.now() - t0) / 1000).toFixed(1)} s (namespace ${mesh.namespace})`);
+
+  const store = await prepareStore(mesh);
+  const pids = servicePids();
+  for (const name of SERVICES) {
+    if (pids.get(name) === undefined) warnings.push(`no process found for ${name}`);
+  }
+
+  const nc = await connect({ servers: mesh.infra.natsUrl, name: "bench-orders" });
+  cleanups.push(() => nc.close());
+  const tracked = new Map<string, Tracked>();
+  // BENCH_MODE=confirm: workers waiting for their order's terminal event.
+  const waiters = new Map<string, () => void>();
+  // An event can overtake its PlaceOrder response.
+  const early = new Map<string, Omit<Tracked, "startedAt" | "measured">>();
+  const watcher = await watchTerminal(nc, mesh.namespace, (orderId, terminal) => {
+    const order = tracked.get(orderId);
+    if (order === undefined) early.set(orderId, terminal);
+    else Object.assign(order, terminal);
+    const wake = waiters.get(orderId);
+    waiters.delete(orderId);
+    wake?.();
+  });
+  const terminal = (id: string, order: Tracked) =>
+    new Promise<void>((resolve, reject) => {
+      if (order.status !== undefined) return resolve();
+      const timer = setTimeout(() => {
+        waiters.delete(id);
+        reject(new Error(`order ${id}: no terminal event within 30 s`));
+      }, 30_000);
+      waiters.set(id, () => {
+        clearTimeout(timer);
+        resolve();
+      });
+    });
+
+  const transport = createGrpcTransport({
+    baseUrl: `http://127.0.0.1:${mesh.ports("orders").grpc}`,
+  });
+  const orders = createClient(OrderService, transport);
+  const adminUrl = `http://127.0.0.1:${mesh.ports("orders").admin}/metrics`;
+
+  // Phases: warm-up (not measured), the window, then no new orders.
+  const warmupEnds = wallNow() + settings.warmupSeconds * 1000;
+  const windowEnds = warmupEnds + settings.durationSeconds * 1000;
+  const responseMs: number[] = [];
+  const errors = new Map<string, number>();
+  let placedInWindow = 0;
+  let n = 0;
+  const worker = async () => {
+    while (wallNow() < windowEnds) {
+      const i = n++;
+      const startedAt = wallNow();
+      const measured = startedAt >= warmupEnds;
+      try {
+        const id = await placeOne(orders, store, i);
+        const answeredAt = wallNow();
+        const order: Tracked = { startedAt, measured, ...early.get(id) };
+        early.delete(id);
+        tracked.set(id, order);
+        if (measured) responseMs.push(answeredAt - startedAt);
+        if (answeredAt >= warmupEnds && answeredAt < windowEnds) placedInWindow++;
+        if (settings.mode === "confirm") await terminal(id, order);
+      } catch (reason) {
+        const code = reason instanceof ConnectError ? String(reason.code) : "client";
+        errors.set(code, (errors.get(code) ?? 0) + 1);
+        if (errors.size === 1 && (errors.get(code) ?? 0) === 1) {
+          say(`first PlaceOrder error: ${reason instanceof Error ? reason.message : reason}`);
+        }
+        await sleep(50);
+      }
+    }
+  };
+
+  // Relay lag and CPU, sampled over the measured window only.
+  const lag: { at: number; lagSeconds: number; pending: number; sagas: number }[] = [];
+  let sampling = true;
+  const lagSampler = (async () => {
+    while (sampling) {
+      const now = wallNow();
+      if (now >= warmupEnds && now < windowEnds) {
+        const m = await scrape(adminUrl).catch(() => new Map<string, number>());
+        lag.push({
+          at: (now - warmupEnds) / 1000,
+          lagSeconds: m.get("outbox_lag_seconds") ?? Number.NaN,
+          pending: m.get("outbox_pending") ?? Number.NaN,
+          sagas: m.get("orders_sagas_in_flight") ?? Number.NaN,
+        });
+      }
+      await sleep(1_000);
+    }
+  })();
+  // Exactly the window: calls still in flight when it closes are not in it.
+  let used: ReturnType<ReturnType<typeof startCpu>["stop"]> | undefined;
+  const cpuWindow = (async () => {
+    await sleep(warmupEnds - wallNow());
+    const cpu = startCpu(pids);
+    await sleep(windowEnds - wallNow());
+    used = cpu.stop();
+  })();
+
+  say(`placing orders: warm-up ${settings.warmupSeconds} s, then ${settings.durationSeconds} s…`);
+  await Promise.all(Array.from({ length: settings.concurrency }, worker));
+  await cpuWindow;
+  sampling = false;
+  await lagSampler;
+  const windowSeconds = settings.durationSeconds;
+
+  // Confirmations whose commit fell inside the window, whenever the order was placed.
+  const inWindow = (o: Tracked) =>
+    o.terminalAt !== undefined && o.terminalAt >= warmupEnds && o.terminalAt < windowEnds;
+  const all = [...tracked.values()];
+  const confirmedInWindow = all.filter((o) => o.status === "CONFIRMED" && inWindow(o)).length;
+  const backlogAtEnd = all.filter(
+    (o) => o.terminalAt === undefined || o.terminalAt >= windowEnds,
+  ).length;
+
+  // Settle: every placed order (warm-up included) reaches CONFIRMED or CANCELLED.
+  const settleStart = performance.now();
+  while (
+    all.some((o) => o.status === undefined) &&
+    performance.now() - settleStart < settings.settleSeconds * 1000
+  ) {
+    await sleep(100);
+  }
+  const settledSeconds = (performance.now() - settleStart) / 1000;
+  const unsettled = all.filter((o) => o.status === undefined).length;
+  await watcher.stop();
+
+  const measured = all.filter((o) => o.measured);
+  const confirmedMeasured = measured.filter((o) => o.status === "CONFIRMED");
+  const cancelled = all.filter((o) => o.status === "CANCELLED").length;
+  const toConfirmed = confirmedMeasured.map((o) => (o.terminalAt ?? 0) - o.startedAt);
+  const toDelivered = confirmedMeasured.map((o) => (o.deliveredAt ?? 0) - o.startedAt);
+  const eventLag = confirmedMeasured.map((o) => (o.deliveredAt ?? 0) - (o.terminalAt ?? 0));
+  const db = await countInDatabase(mesh);
+  const errorCount = [...errors.values()].reduce((a, b) => a + b, 0);
+  const problems: string[] = [];
+  if (errorCount > 0) {
+    problems.push(
+      `PlaceOrder errors: ${[...errors].map(([c, k]) => `${k} x code ${c}`).join(", ")}`,
+    );
+  }
+  if (cancelled > 0) problems.push(`${cancelled} orders CANCELLED (stock and card should confirm)`);
+  // A backlog still draining is a finding, not a failure; a lost order is.
+  if (unsettled > 0 && settings.mode === "confirm") {
+    problems.push(`${unsettled} orders not terminal ${settings.settleSeconds} s after the window`);
+  }
+  const eventsConfirmed = all.filter((o) => o.status === "CONFIRMED").length;
+  const dbTotal = Object.values(db).reduce((a, b) => a + b, 0);
+  if ((db.CONFIRMED ?? 0) < eventsConfirmed || dbTotal !== all.length) {
+    problems.push(
+      `orders database: ${dbTotal} orders, ${db.CONFIRMED ?? 0} CONFIRMED; this run placed ${all.length}, the stream delivered ${eventsConfirmed} OrderConfirmed`,
+    );
+  }
+
+  const placedPerS = placedInWindow / windowSeconds;
+  const confirmedPerS = confirmedInWindow / windowSeconds;
+  const resp = stats(responseMs);
+  const conf = stats(toConfirmed);
+  const deliv = stats(toDelivered);
+  const evLag = stats(eventLag);
+  const lagValues = lag.map((s) => s.lagSeconds).filter(Number.isFinite);
+  const pendingValues = lag.map((s) => s.pending).filter(Number.isFinite);
+  const sagaValues = lag.map((s) => s.sagas).filter(Number.isFinite);
+  const throughputMet = confirmedPerS >= TARGET_CONFIRMED_PER_S;
+  const latencyMet = resp.p99 < TARGET_P99_RESPONSE_MS;
+  if (used !== undefined && used.othersCores > NOISE_CORES) {
+    warnings.push(
+      `other processes used ${used.othersCores.toFixed(2)} cores during the window (other tests on the machine?)`,
+    );
+  }
+
+  const f = (v: number, d = 1) => (Number.isFinite(v) ? v.toFixed(d) : "-");
+  const met = (ok: boolean) => (ok ? "MET" : "NOT MET");
+  say();
+  say(`${"".padEnd(42)}${"value".padStart(18)}   target`);
+  const row = (label: string, value: string, target = "") =>
+    say(`${label.padEnd(42)}${value.padStart(18)}   ${target}`);
+  row("orders placed/s", f(placedPerS), "");
+  row(
+    "confirmed orders/s",
+    f(confirmedPerS),
+    `>= ${TARGET_CONFIRMED_PER_S}   ${met(throughputMet)}`,
+  );
+  row(
+    "PlaceOrder response p50 / p99 ms",
+    `${f(resp.p50)} / ${f(resp.p99)}`,
+    `p99 < ${TARGET_P99_RESPONSE_MS}  ${met(latencyMet)}`,
+  );
+  row("request -> CONFIRMED p50 / p99 ms", `${f(conf.p50)} / ${f(conf.p99)}`, "(committed)");
+  row(
+    "request -> OrderConfirmed seen p50 / p99",
+    `${f(deliv.p50)} / ${f(deliv.p99)}`,
+    "(via relay and JetStream)",
+  );
+  row(
+    "commit -> event delivered p50 / p99 ms",
+    `${f(evLag.p50)} / ${f(evLag.p99)}`,
+    "(relay + JetStream)",
+  );
+  row(
+    "orders relay lag s mean / max",
+    `${f(mean(lagValues), 2)} / ${f(Math.max(...lagValues), 2)}`,
+    `(outbox_lag_seconds, ${lagValues.length} samples)`,
+  );
+  row(
+    "orders outbox pending mean / max",
+    `${f(mean(pendingValues), 0)} / ${f(Math.max(...pendingValues), 0)}`,
+    "(outbox_pending)",
+  );
+  row(
+    "sagas in flight mean / max",
+    `${f(mean(sagaValues), 0)} / ${f(Math.max(...sagaValues), 0)}`,
+    "(orders_sagas_in_flight)",
+  );
+  say();
+  say(
+    `  orders: ${placedInWindow} placed and ${confirmedInWindow} confirmed in the ${windowSeconds} s window; ` +
+      `${backlogAtEnd} placed but not yet terminal when it closed; ` +
+      (unsettled === 0
+        ? `all terminal ${f(settledSeconds)} s later`
+        : `${unsettled} still PENDING ${f(settledSeconds)} s later (not waited for)`),
+  );
+  if (settings.mode === "respond" && placedPerS > confirmedPerS * 1.1) {
+    say(
+      `  NOTE: PlaceOrder accepts ${f(placedPerS - confirmedPerS)} orders/s more than the saga confirms: the PENDING ` +
+        "backlog grows all run long, so request -> CONFIRMED measures that queue and grows with " +
+        "BENCH_DURATION_S. BENCH_MODE=confirm measures the saga at a steady state.",
+    );
+  }
+  say(
+    `  in all ${all.length} placed (warm-up included): ${eventsConfirmed} CONFIRMED, ${cancelled} CANCELLED, ${unsettled} unsettled; ` +
+      `orders database: ${Object.entries(db)
+        .map(([s, k]) => `${k} ${s}`)
+        .join(", ")}`,
+  );
+  if (used !== undefined) {
+    const parts = Object.entries(used.cores).map(([name, c]) => `${name} ${f(c, 2)}`);
+    say(`  CPU in the window, cores: ${parts.join(", ")}, others ${f(used.othersCores, 2)}`);
+    const usPerOrder = (used.totalOurs * 1e6) / Math.max(1, confirmedInWindow);
+    // Only at a steady state is all the CPU spent on the orders confirmed.
+    if (settings.mode === "confirm") {
+      const { wallSeconds } = used;
+      const each = Object.entries(used.cores).map(
+        ([name, c]) => `${name} ${f((c * wallSeconds * 1e6) / Math.max(1, confirmedInWindow), 0)}`,
+      );
+      say(
+        `  CPU per confirmed order: ${f(usPerOrder, 0)} µs (${each.join(", ")}); ` +
+          `all ${availableParallelism()} cores at 100% would be ~${f((availableParallelism() * 1e6) / usPerOrder, 0)} orders/s`,
+      );
+    }
+  }
+  if (problems.length > 0) {
+    say("!".repeat(78));
+    say("!!  PROBLEMS DURING THE RUN: the figures above may not mean what they say");
+    for (const p of problems) say(`!!  ${p}`);
+    say("!".repeat(78));
+  }
+  if (warnings.length > 0) {
+    say("??  WARNINGS (a busy machine makes the figures unreliable):");
+    for (const w of warnings) say(`??  ${w}`);
+  }
+
+  const outDir = join(ROOT, "bench", "results");
+  await mkdir(outDir, { recursive: true });
+  const outFile = join(outDir, `orders-${stamp}.json`);
+  await writeFile(
+    outFile,
+    `${JSON.stringify(
+      {
+        benchmark: "orders",
+        startedAt: started.toISOString(),
+        node: process.version,
+        cpu: cpus()[0]?.model,
+        cpus: availableParallelism(),
+        settings,
+        machineBusyBefore: busy,
+        placedPerS,
+        confirmedPerS,
+        placeOrderResponseMs: resp,
+        requestToConfirmedMs: conf,
+        requestToEventDeliveredMs: deliv,
+        commitToEventDeliveredMs: evLag,
+        relayLagSamples: lag,
+        counts: {
+          placedInWindow,
+          confirmedInWindow,
+          backlogAtEnd,
+          placedTotal: all.length,
+          confirmedTotal: eventsConfirmed,
+          cancelled,
+          unsettled,
+          settledSeconds,
+          database: db,
+        },
+        errors: Object.fromEntries(errors),
+        cpuInWindow: used,
+        targets: {
+          confirmedPerS: { target: TARGET_CONFIRMED_PER_S, met: throughputMet },
+          p99ResponseMs: { target: TARGET_P99_RESPONSE_MS, met: latencyMet },
+        },
+        problems,
+        warnings,
+      },
+      null,
+      2,
+    )}\n`,
+  );
+  say(`results: ${relative(process.cwd(), outFile)}`);
+  if (problems.length > 0) process.exitCode = 1;
+}
+
+/** Products with plenty of stock and a few signed-in customers, as tests/chaos/chaos.ts does. */
+async function prepareStore(mesh: Mesh): Promise<Store> {
+  const at = (name: string) =>
+    createGrpcTransport({ baseUrl: `http://127.0.0.1:${mesh.ports(name).grpc}` });
+  const identity = createClient(IdentityService, at("identity"));
+  const catalog = createClient(CatalogService, at("catalog"));
+  const inventory = createClient(InventoryService, at("inventory"));
+  const admin = await identity.login(ADMIN);
+  const auth = { headers: { authorization: `Bearer ${admin.accessToken}` } };
+  const productIds: string[] = [];
+  for (let i = 0; i < settings.products; i++) {
+    const sku = `BENCH-${i}-${randomUUID().slice(0, 6).toUpperCase()}`;
+    const { product } = await catalog.createProduct(
+      {
+        requestId: randomUUID(),
+        sku,
+        name: `Bench item ${i}`,
+        category: "bench",
+        price: { currencyCode: "EUR", units: BigInt(3 + (i % 7)), nanos: 500_000_000 },
+      },
+      auth,
+    );
+    if (product === undefined) throw new Error("CreateProduct returned no product");
+    // Far more than any run can sell: every order confirms.
+    await inventory.setStock({ productId: product.id, sku, onHand: 1_000_000n }, auth);
+    productIds.push(product.id);
+  }
+  const tokens: string[] = [];
+  for (let i = 0; i < settings.customers; i++) {
+    const email = `bench-${i}-${randomUUID().slice(0, 8)}@example.com`;
+    const password = "correct horse battery staple";
+    await identity.signUp({ email, password, displayName: `Bench ${i}` });
+    tokens.push((await identity.login({ email, password })).accessToken);
+  }
+  return { productIds, tokens };
+}
+
+async function placeOne(
+  orders: Client<typeof OrderService>,
+  store: Store,
+  i: number,
+): Promise<string> {
+  const token = store.tokens[i % store.tokens.length] ?? "";
+  const productId = store.productIds[Math.floor(Math.random() * store.productIds.length)] ?? "";
+  const { order } = await orders.placeOrder(
+    { requestId: randomUUID(), items: [{ productId, quantity: 1 }], payment: { card: CARD } },
+    { headers: { authorization: `Bearer ${token}` }, timeoutMs: 10_000 },
+  );
+  if (order === undefined) throw new Error("PlaceOrder returned no order");
+  return order.id;
+}
+
+/**
+ * An ordered consumer on the namespace's orders stream, new messages only: each
+ * OrderConfirmed / OrderCancelled is reported with its occurred_at (the commit) and
+ * its arrival here.
+ */
+async function watchTerminal(
+  nc: NatsConnection,
+  namespace: string,
+  onTerminal: (
+    orderId: string,
+    terminal: { deliveredAt: number; terminalAt: number; status: "CONFIRMED" | "CANCELLED" },
+  ) => void,
+): Promise<{ stop(): Promise<void> }> {
+  const names = createEventNames(namespace);
+  const confirmed = names.subjectOf(OrderConfirmedSchema);
+  const cancelled = names.subjectOf(OrderCancelledSchema);
+  // One filter subject: NATS servers before 2.10 take no more.
+  const consumer = await jetstream(nc).consumers.get(names.stream("orders"), {
+    filter_subjects: `${namespace}.orders.order.>`,
+    deliver_policy: DeliverPolicy.New,
+  });
+  const messages = await consumer.consume({ max_messages: 1_000 });
+  const loop = (async () => {
+    for await (const msg of messages) {
+      const deliveredAt = wallNow();
+      const schema =
+        msg.subject === confirmed
+          ? OrderConfirmedSchema
+          : msg.subject === cancelled
+            ? OrderCancelledSchema
+            : undefined;
+      if (schema === undefined) continue;
+      const event = fromBinary(schema, msg.data);
+      const at = event.occurredAt;
+      const terminalAt =
+        at === undefined ? deliveredAt : Number(at.seconds) * 1000 + at.nanos / 1_000_000;
+      onTerminal(event.orderId, {
+        deliveredAt,
+        terminalAt,
+        status: schema === OrderConfirmedSchema ? "CONFIRMED" : "CANCELLED",
+      });
+    }
+  })();
+  return {
+    async stop() {
+      await messages.close();
+      await loop;
+    },
+  };
+}
+
+/**
+ * CPU over the window: each service, Postgres and NATS (all their processes on the box,
+ * other runs' included), this runner, and the rest of the machine.
+ */
+function startCpu(pids: Map<string, number>) {
+  const samplers = [...pids].map(([name, pid]) => [name, new Sampler(pid, 500)] as const);
+  const infra = startInfraCpu(["postgres", "nats-server", "redis-server"]);
+  const self = process.cpuUsage();
+  const machine = new MachineMonitor();
+  const began = performance.now();
+  return {
+    stop() {
+      const wall = (performance.now() - began) / 1000;
+      const cores: Record<string, number> = {};
+      let total = 0;
+      for (const [name, s] of samplers) {
+        const used = s.stop().cpuSeconds;
+        cores[name] = used / wall;
+        total += used;
+      }
+      for (const [comm, used] of Object.entries(infra.stop())) {
+        cores[comm] = used / wall;
+        total += used;
+      }
+      const runner = process.cpuUsage(self);
+      const runnerSeconds = (runner.user + runner.system) / 1e6;
+      cores.runner = runnerSeconds / wall;
+      total += runnerSeconds;
+      // MachineMonitor already subtracts Postgres, Redis and this runner: pass the rest.
+      const infraCounted = ((cores.postgres ?? 0) + (cores["redis-server"] ?? 0)) * wall;
+      const load = machine.stop(total - runnerSeconds - infraCounted);
+      return {
+        wallSeconds: wall,
+        cores,
+        totalOurs: total,
+        othersCores: load.othersCores,
+        busyPerCpu: load.busyPerCpu,
+      };
+    },
+  };
+}
+
+/** The admin /metrics as name → value (unlabelled series, or the first of a name). */
+async function scrape(url: string): Promise<Map<string, number>> {
+  const res = await fetch(url, { signal: AbortSignal.timeout(2_000) });
+  const text = await res.text();
+  const out = new Map<string, number>();
+  for (const line of text.split("\n")) {
+    if (line.startsWith("#")) continue;
+    const m = /^([a-zA-Z_:][a-zA-Z0-9_:]*)(\{[^}]*\})?\s+(\S+)/.exec(line);
+    if (m?.[1] !== undefined && m[3] !== undefined && !out.has(m[1])) {
+      out.set(m[1], Number(m[3]));
+    }
+  }
+  return out;
+}
+
+/** Orders by status in the orders database (the cross-check of what the stream showed). */
+async function countInDatabase(mesh: Mesh): Promise<Record<string, number>> {
+  const sql = createPostgres({
+    url: mesh.databaseUrl("orders"),
+    service: "bench",
+    logger: createLogger({ service: "bench", level: "silent" }),
+    max: 1,
+  });
+  try {
+    const rows = await sql<{ status: string; n: bigint }[]>`
+      select status, count(*) as n from orders group by status order by status`;
+    return Object.fromEntries(rows.map((r) => [r.status, Number(r.n)]));
+  } finally {
+    await sql.end({ timeout: 1 });
+  }
+}
+
+function stats(values: number[]): { count: number; p50: number; p99: number; max: number } {
+  const sorted = Float64Array.from(values).sort();
+  const q = (p: number) => sorted[Math.max(0, Math.ceil(p * sorted.length) - 1)] ?? Number.NaN;
+  return {
+    count: sorted.length,
+    p50: q(0.5),
+    p99: q(0.99),
+    max: sorted[sorted.length - 1] ?? Number.NaN,
+  };
+}
+
+function mean(values: number[]): number {
+  return values.length === 0 ? Number.NaN : values.reduce((a, b) => a + b, 0) / values.length;
+}
+
+function sleep(ms: number): Promise<void> {
+  return new Promise((resolve) => setTimeout(resolve, Math.max(0, ms)));
+}
+
+async function cleanup(): Promise<void> {
+  for (const c of cleanups.reverse()) await c().catch(() => {});
+  cleanups.length = 0;
+}
+
+let interrupted = false;
+for (const signal of ["SIGINT", "SIGTERM"] as const) {
+  process.on(signal, () => {
+    if (interrupted) process.exit(130);
+    interrupted = true;
+    cleanup().finally(() => process.exit(130));
+  });
+}
+
+try {
+  await main();
+} catch (reason) {
+  console.error("benchmark failed:", reason instanceof Error ? reason.stack : reason);
+  process.exitCode = 1;
+} finally {
+  await cleanup();
+}
+process.exit();
