@@ -22,6 +22,13 @@ export interface Runtime {
   registry: Registry;
   metrics: RpcMetrics;
   verifier: TokenVerifier | undefined;
+  /**
+   * Aborted when the service starts shutting down, before in-flight RPCs drain: a
+   * long-lived stream (WatchOrder) ends on it instead of holding the drain to its deadline.
+   */
+  shuttingDown: AbortSignal;
+  /** Aborts {@link shuttingDown}; `serve`'s close() calls it first. */
+  beginShutdown(): void;
 }
 
 /** Overrides for tests: capture logs, verify tokens with a local key set. */
@@ -70,7 +77,17 @@ export async function createRuntime(
           issuer: config.AUTH_ISSUER,
           audience: config.AUTH_AUDIENCE,
         }));
-  return { config, logger, accessLogger, registry, metrics: createRpcMetrics(registry), verifier };
+  const shutdown = new AbortController();
+  return {
+    config,
+    logger,
+    accessLogger,
+    registry,
+    metrics: createRpcMetrics(registry),
+    verifier,
+    shuttingDown: shutdown.signal,
+    beginShutdown: () => shutdown.abort(),
+  };
 }
 
 /** What {@link serve} needs beyond the runtime. */
@@ -121,6 +138,7 @@ export async function serve(runtime: Runtime, options: ServeOptions): Promise<Se
   return {
     ...host,
     close: async () => {
+      runtime.beginShutdown();
       await host.close();
       await options.onClose?.();
       logger.flush();

@@ -32,6 +32,8 @@ export interface OrdersDeps {
   cancelWaitMs: number;
   /** How often WatchOrder re-reads an order when no event woke it. */
   watchFallbackMs: number;
+  /** Aborted when the service begins to shut down: open watches end then. */
+  shuttingDown: AbortSignal;
 }
 
 const DEFAULT_PAGE_SIZE = 20;
@@ -208,10 +210,11 @@ export function createOrdersHandlers(deps: OrdersDeps): ServiceImpl<typeof Order
       yield { order: toOrder(record) };
       let seen = stamp(record);
       while (!isTerminal(record.order.status)) {
-        await changes.wait(req.orderId, deps.watchFallbackMs, ctx.signal);
+        const ended = AbortSignal.any([ctx.signal, deps.shuttingDown]);
+        await changes.wait(req.orderId, deps.watchFallbackMs, ended);
         // The client went away, its deadline passed, or the server is shutting down: the
         // stream simply ends; a client that still cares watches again.
-        if (ctx.signal.aborted) return;
+        if (ended.aborted) return;
         const next = await store.get(req.orderId);
         if (next === undefined) throw notFound(req.orderId);
         record = next;

@@ -87,6 +87,7 @@ function buildOrders(
     logger,
     pollMs: config.SAGA_POLL_MS,
     watchFallbackMs: config.WATCH_FALLBACK_MS,
+    shuttingDown: runtime.shuttingDown,
     cancelWaitMs: config.CANCEL_WAIT_MS,
   });
   // The worker writes terminal events, so it stops before the relay.

@@ -644,6 +644,40 @@ describe("order saga", () => {
     }
   });
 
+  test("an open WatchOrder ends cleanly, at once, when its server shuts down", async () => {
+    const watcher = await startTestOrders(mesh, db.url, orders.cardKey, {
+      WATCH_FALLBACK_MS: "60000",
+      SAGA_POLL_MS: "60000",
+    });
+    const fig = await mesh.product({ units: 3n, stock: 5n });
+    const una = await newCustomer(mesh);
+    mesh.processor.hold();
+    try {
+      const { order } = await orders.client.placeOrder(
+        {
+          requestId: randomUUID(),
+          items: [{ productId: fig.id, quantity: 1 }],
+          payment: { card: card() },
+        },
+        una.options,
+      );
+      assert.ok(order);
+      let received = 0;
+      const watching = (async () => {
+        for await (const _ of watcher.client.watchOrder({ orderId: order.id }, una.options)) {
+          received += 1;
+        }
+      })();
+      await eventually("the first state", async () => (received > 0 ? true : undefined));
+      const began = Date.now();
+      await watcher.close();
+      await watching; // ends without an error
+      assert.ok(Date.now() - began < 5_000, `shutdown took ${Date.now() - began} ms`);
+    } finally {
+      mesh.processor.release();
+    }
+  });
+
   test("WatchOrder streams the order until it is terminal", async () => {
     const tea = await mesh.product({ units: 7n, stock: 5n });
     const leo = await newCustomer(mesh);
