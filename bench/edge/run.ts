@@ -102,6 +102,15 @@ async function main(): Promise<void> {
     cwd: ROOT,
     cpu: settings.edgeCpu,
     env: { BENCH_CATALOG_GRPC: catalog.grpcTarget },
+    // BENCH_EDGE_CPU_PROF=1: the edge runs under --cpu-prof (figures then are not comparable).
+    ...(process.env.BENCH_EDGE_CPU_PROF === "1"
+      ? {
+          nodeFlags: [
+            "--cpu-prof",
+            `--cpu-prof-dir=${join(ROOT, "bench", "results", "profiles-edge")}`,
+          ],
+        }
+      : {}),
   });
   const edgeUrl = `http://127.0.0.1:${edge.ready.http}`;
   const restPath = `/v1/products/${encodeURIComponent(catalog.productId)}`;

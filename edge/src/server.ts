@@ -24,7 +24,12 @@ import {
   type Registry,
 } from "@bufbuild/protobuf";
 import { Code } from "@connectrpc/connect";
-import { createJwtVerifier, createRedis, type TokenVerifier } from "@meshmart/kit";
+import {
+  createJwtVerifier,
+  createLogDestination,
+  createRedis,
+  type TokenVerifier,
+} from "@meshmart/kit";
 import { file_buf_validate_validate } from "@meshmart/kit/gen/buf/validate/validate_pb.js";
 import { file_meshmart_catalog_v1_catalog_service } from "@meshmart/kit/gen/meshmart/catalog/v1/catalog_service_pb.js";
 import { file_meshmart_identity_v1_identity_service } from "@meshmart/kit/gen/meshmart/identity/v1/identity_service_pb.js";
@@ -157,7 +162,7 @@ export async function startEdge(
 ): Promise<RunningEdge> {
   const logger = pino(
     { level: config.logLevel, base: { service: "edge" } },
-    overrides.logDestination ?? pino.destination(1),
+    overrides.logDestination ?? createLogDestination(),
   );
   // First: a missing build fails the start before any connection is opened.
   const site = config.staticDir === undefined ? undefined : createStaticSite(config.staticDir);

@@ -1,27 +1,24 @@
 /**
- * Upstream gRPC connections: one @grpc/grpc-js channel per service (HTTP/2, reconnecting,
- * keepalive), called generically with `unary(method, …)` so every RPC works without typed
- * clients. grpc-js, not connect-node's client: measured by bench/edge/client-compare.ts,
- * connect-node spent 532 µs of client CPU per call against grpc-js's 242 µs. Also grpc.health.v1 Check for /readyz, from a descriptor built here (the
- * generated code does not carry health.proto).
+ * Upstream gRPC connections: one HTTP/2 session per service (see h2-grpc-client.ts),
+ * called generically with `unary(method, …)` so every RPC works without typed clients.
+ * Measured by bench/edge/client-compare.ts, connect-node's client spent 532 µs of CPU per
+ * call and grpc-js's 242 µs; the plain node:http2 client spends about half of grpc-js's.
+ * Also grpc.health.v1 Check for /readyz, from a descriptor built here (the generated code
+ * does not carry health.proto).
  */
 import {
   create,
   createFileRegistry,
   type DescMessage,
   type DescMethodUnary,
-  fromBinary,
   type MessageShape,
-  toBinary,
 } from "@bufbuild/protobuf";
 import {
   FieldDescriptorProto_Label,
   FieldDescriptorProto_Type,
   FileDescriptorProtoSchema,
 } from "@bufbuild/protobuf/wkt";
-import { Code, ConnectError } from "@connectrpc/connect";
-import { findTrailerError } from "@connectrpc/connect/protocol-grpc";
-import * as grpc from "@grpc/grpc-js";
+import { createH2GrpcClient, type H2GrpcClient } from "./h2-grpc-client.js";
 
 /** grpc/health/v1/health.proto, Check only. */
 const healthFile = create(FileDescriptorProtoSchema, {
@@ -115,15 +112,9 @@ export interface Upstreams {
 
 /** `addresses`: service name → "host:port" of its gRPC port (h2c). */
 export function createUpstreams(addresses: Readonly<Record<string, string>>): Upstreams {
-  const clients = new Map<string, UpstreamClient>();
-  const channels: grpc.Client[] = [];
+  const clients = new Map<string, H2GrpcClient>();
   for (const [name, address] of Object.entries(addresses)) {
-    const channel = new grpc.Client(address, grpc.credentials.createInsecure(), {
-      "grpc.keepalive_time_ms": 30_000,
-      "grpc.keepalive_timeout_ms": 10_000,
-    });
-    channels.push(channel);
-    clients.set(name, createUpstreamClient(channel));
+    clients.set(name, createH2GrpcClient(address));
   }
   return {
     get: (service) => clients.get(service),
@@ -149,67 +140,9 @@ export function createUpstreams(addresses: Readonly<Record<string, string>>): Up
       return Object.fromEntries(entries);
     },
     close() {
-      for (const c of channels) c.close();
+      for (const c of clients.values()) c.close();
     },
   };
-}
-
-function createUpstreamClient(channel: grpc.Client): UpstreamClient {
-  return {
-    unary(method, signal, timeoutMs, header, message) {
-      return new Promise((resolve, reject) => {
-        const metadata = new grpc.Metadata();
-        if (header !== undefined) for (const [key, value] of header) metadata.set(key, value);
-        const call = channel.makeUnaryRequest(
-          `/${method.parent.typeName}/${method.name}`,
-          (m: MessageShape<typeof method.input>) => {
-            const bytes = toBinary(method.input, m);
-            return Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength);
-          },
-          (bytes: Buffer) => fromBinary(method.output, bytes),
-          message,
-          metadata,
-          timeoutMs === undefined ? {} : { deadline: Date.now() + timeoutMs },
-          (err, value) => {
-            signal?.removeEventListener("abort", cancel);
-            if (err !== null) reject(toConnectError(err));
-            else if (value === undefined) reject(new ConnectError("empty response", Code.Internal));
-            else resolve({ message: value });
-          },
-        );
-        const cancel = () => call.cancel();
-        signal?.addEventListener("abort", cancel, { once: true });
-      });
-    },
-  };
-}
-
-/**
- * A grpc-js error as a ConnectError with the upstream's google.rpc.Status details. An
- * error the channel raised itself (no connection: no metadata from any server) keeps
- * the grpc-js error as its cause, which tells the edge not to print its message: it
- * names internal addresses.
- */
-function toConnectError(err: grpc.ServiceError): ConnectError {
-  const headers = new Headers();
-  headers.set("grpc-status", String(err.code));
-  headers.set("grpc-message", encodeURIComponent(err.details ?? ""));
-  const details = err.metadata?.get("grpc-status-details-bin")[0];
-  if (details !== undefined)
-    headers.set("grpc-status-details-bin", Buffer.from(details).toString("base64"));
-  const local =
-    err.code === grpc.status.UNAVAILABLE && Object.keys(err.metadata?.getMap() ?? {}).length === 0;
-  if (local)
-    return new ConnectError(
-      err.details ?? "unavailable",
-      Code.Unavailable,
-      undefined,
-      undefined,
-      err,
-    );
-  return (
-    findTrailerError(headers) ?? new ConnectError(err.details ?? "", err.code as number as Code)
-  );
 }
 
 /** Parses `catalog=127.0.0.1:9102,identity=127.0.0.1:9101`. */
