@@ -259,6 +259,59 @@ describe("order saga", () => {
     await waitForTerminal(orders.client, other.id, erin.options);
   });
 
+  test("200 concurrent orders for 50 in stock: exactly 50 confirmed, stock 0, never negative", async () => {
+    const lamp = await mesh.product({ units: 9n, stock: 50n });
+    const buyers = await Promise.all(Array.from({ length: 8 }, () => newCustomer(mesh)));
+    let lowest = 50n;
+    let sampling = true;
+    const sampler = (async () => {
+      while (sampling) {
+        const { available } = await mesh.stockOf(lamp.id);
+        if (available < lowest) lowest = available;
+        await new Promise((r) => setTimeout(r, 20));
+      }
+    })();
+    try {
+      const placed = await Promise.all(
+        Array.from({ length: 200 }, (_, i) => {
+          const buyer = buyers[i % buyers.length];
+          assert.ok(buyer);
+          return orders.client.placeOrder(
+            {
+              requestId: randomUUID(),
+              items: [{ productId: lamp.id, quantity: 1 }],
+              payment: { card: card() },
+            },
+            buyer.options,
+          );
+        }),
+      );
+      const outcomes = await Promise.all(
+        placed.map(({ order }, i) => {
+          assert.ok(order);
+          return waitForTerminal(
+            orders.client,
+            order.id,
+            buyers[i % buyers.length]?.options ?? {},
+            60_000,
+          );
+        }),
+      );
+      const confirmed = outcomes.filter((o) => o.status === OrderStatus.CONFIRMED);
+      const cancelled = outcomes.filter((o) => o.status === OrderStatus.CANCELLED);
+      assert.equal(confirmed.length, 50);
+      assert.equal(cancelled.length, 150);
+      assert.ok(cancelled.every((o) => o.cancelCode === CancelCode.OUT_OF_STOCK));
+      const stock = await mesh.stockOf(lamp.id);
+      assert.equal(stock.onHand, 0n);
+      assert.equal(stock.reserved, 0n);
+    } finally {
+      sampling = false;
+      await sampler;
+    }
+    assert.ok(lowest >= 0n, `available went to ${lowest}`);
+  });
+
   test("concurrent retries of one PlaceOrder make one order", async () => {
     const vase = await mesh.product({ units: 15n, stock: 10n });
     const mallory = await newCustomer(mesh);
