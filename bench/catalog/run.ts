@@ -42,6 +42,7 @@ import {
   testRedisUrl,
   uniqueName,
 } from "@meshmart/kit/testing";
+import { runBenchmark } from "../lib/run-benchmark.js";
 import { killAllServers, type ServerChild, startServer } from "./children.js";
 import { type H2loadResult, percentiles, runH2load } from "./h2load.js";
 import { cpusAllowed, hwmMb, MachineMonitor, machineBusy, Sampler } from "./proc.js";
@@ -871,23 +872,4 @@ async function cleanup(): Promise<void> {
   for (const c of cleanups.reverse()) await c().catch(() => {});
 }
 
-let interrupted = false;
-for (const signal of ["SIGINT", "SIGTERM"] as const) {
-  process.on(signal, () => {
-    if (interrupted) process.exit(130);
-    interrupted = true;
-    console.error(`${signal}: stopping servers and dropping the bench database`);
-    cleanup().finally(() => process.exit(130));
-  });
-}
-
-try {
-  await main();
-} catch (reason) {
-  console.error("benchmark failed:", reason instanceof Error ? reason.stack : reason);
-  process.exitCode = 1;
-} finally {
-  await cleanup();
-}
-// Postgres or Redis helpers started for this run (none when they already run here) stop on exit.
-process.exit();
+await runBenchmark(main, cleanup);

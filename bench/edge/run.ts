@@ -18,6 +18,7 @@ import { join, relative } from "node:path";
 import { killAllServers, type ServerChild, startServer } from "../catalog/children.js";
 import { type H2loadResult, percentiles, runH2load } from "../catalog/h2load.js";
 import { cpusAllowed, MachineMonitor, machineBusy, Sampler } from "../catalog/proc.js";
+import { runBenchmark } from "../lib/run-benchmark.js";
 import {
   GET_PRODUCT_PATH,
   getProductBody,
@@ -367,21 +368,4 @@ async function cleanup(): Promise<void> {
   for (const c of cleanups.reverse()) await c().catch(() => {});
 }
 
-let interrupted = false;
-for (const signal of ["SIGINT", "SIGTERM"] as const) {
-  process.on(signal, () => {
-    if (interrupted) process.exit(130);
-    interrupted = true;
-    cleanup().finally(() => process.exit(130));
-  });
-}
-
-try {
-  await main();
-} catch (reason) {
-  console.error("benchmark failed:", reason instanceof Error ? reason.stack : reason);
-  process.exitCode = 1;
-} finally {
-  await cleanup();
-}
-process.exit();
+await runBenchmark(main, cleanup);

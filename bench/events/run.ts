@@ -51,6 +51,7 @@ import {
 import { connect, headers, nanos } from "@nats-io/transport-node";
 import { Registry } from "prom-client";
 import { MachineMonitor, machineBusy } from "../catalog/proc.js";
+import { runBenchmark } from "../lib/run-benchmark.js";
 import { startInfraCpu } from "../orders/cpu.js";
 
 const ROOT = join(dirname(fileURLToPath(import.meta.url)), "..", "..");
@@ -545,21 +546,4 @@ async function cleanup(): Promise<void> {
   cleanups.length = 0;
 }
 
-let interrupted = false;
-for (const signal of ["SIGINT", "SIGTERM"] as const) {
-  process.on(signal, () => {
-    if (interrupted) process.exit(130);
-    interrupted = true;
-    cleanup().finally(() => process.exit(130));
-  });
-}
-
-try {
-  await main();
-} catch (reason) {
-  console.error("benchmark failed:", reason instanceof Error ? reason.stack : reason);
-  process.exitCode = 1;
-} finally {
-  await cleanup();
-}
-process.exit();
+await runBenchmark(main, cleanup);

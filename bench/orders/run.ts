@@ -33,6 +33,7 @@ import { DeliverPolicy, jetstream } from "@nats-io/jetstream";
 import { connect, type NatsConnection } from "@nats-io/transport-node";
 import { type Mesh, startMesh } from "../../tests/support/mesh.js";
 import { MachineMonitor, machineBusy, Sampler } from "../catalog/proc.js";
+import { runBenchmark } from "../lib/run-benchmark.js";
 import { servicePids, startInfraCpu } from "./cpu.js";
 
 const ROOT = join(dirname(fileURLToPath(import.meta.url)), "..", "..");
@@ -651,21 +652,4 @@ async function cleanup(): Promise<void> {
   cleanups.length = 0;
 }
 
-let interrupted = false;
-for (const signal of ["SIGINT", "SIGTERM"] as const) {
-  process.on(signal, () => {
-    if (interrupted) process.exit(130);
-    interrupted = true;
-    cleanup().finally(() => process.exit(130));
-  });
-}
-
-try {
-  await main();
-} catch (reason) {
-  console.error("benchmark failed:", reason instanceof Error ? reason.stack : reason);
-  process.exitCode = 1;
-} finally {
-  await cleanup();
-}
-process.exit();
+await runBenchmark(main, cleanup);

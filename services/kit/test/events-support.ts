@@ -139,28 +139,7 @@ export async function publishEvent<Desc extends DescMessage>(
   return eventIdOf;
 }
 
-/** Resolves when `check` returns a truthy value; rejects after `timeoutMs`. */
-export async function waitFor<T>(
-  what: string,
-  check: () => T | Promise<T>,
-  timeoutMs = 10_000,
-): Promise<NonNullable<T>> {
-  const deadline = Date.now() + timeoutMs;
-  let last: unknown;
-  for (;;) {
-    try {
-      const value = await check();
-      if (value) return value as NonNullable<T>;
-    } catch (reason) {
-      last = reason;
-    }
-    if (Date.now() > deadline) {
-      const cause = last instanceof Error ? `: ${last.message}` : "";
-      throw new Error(`timed out waiting for ${what}${cause}`);
-    }
-    await new Promise((resolve) => setTimeout(resolve, 25));
-  }
-}
+export { waitFor } from "../src/testing/events.js";
 
 /** The value of a counter or gauge with these labels (0 when absent). */
 export async function metricValue(
