@@ -53,6 +53,8 @@ export function startNotifications(
             durable: CONSUMER,
             domains: ["identity", "orders"],
             handlers: createSubscriptions(effects),
+            // Each event yields its own notification: their order does not matter.
+            concurrency: 8,
           },
         ],
       };

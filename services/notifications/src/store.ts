@@ -91,7 +91,9 @@ export function createNotificationStore(sql: Sql): NotificationStore {
       const cursor =
         after === undefined
           ? sql``
-          : sql`and (created_at, id) < (${after.createdKey}::timestamptz, ${after.id}::uuid)`;
+          : // Typed as text first: a timestamptz parameter goes through a JS Date, which
+            // would cut the key to milliseconds and skip rows between the two.
+            sql`and (created_at, id) < (${after.createdKey}::text::timestamptz, ${after.id}::uuid)`;
       return sql<NotificationRow[]>`
         select ${sql.unsafe(columns)} from notifications
         where user_id = ${userId} ${orderFilter} ${cursor}

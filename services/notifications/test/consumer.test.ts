@@ -261,3 +261,25 @@ test("no log line carries an email address or a notification body", () => {
   assert.doesNotMatch(text, /ada@example\.com/);
   assert.doesNotMatch(text, /Kettle/);
 });
+
+test("pages keep microsecond order: rows within one millisecond are neither skipped nor repeated", async () => {
+  const userId = randomUUID();
+  // Five notifications 1 µs apart, all in the same millisecond: a cursor rounded to the
+  // millisecond anywhere on its way would skip the ones after it.
+  for (let i = 0; i < 5; i++) {
+    await sql`
+      insert into notifications (id, user_id, kind, channel, recipient, subject, body, source_event_id, created_at)
+      values (${randomUUID()}, ${userId}, 2, 1, '', 's', 'b', ${randomUUID()},
+              '2026-01-01 00:00:00.000100+00'::timestamptz + ${`${i} microseconds`}::interval)`;
+  }
+  const auth = await as(userId);
+  const seen: string[] = [];
+  let pageToken = "";
+  do {
+    const page = await client.listNotifications({ pageSize: 1, pageToken }, auth);
+    seen.push(...page.notifications.map((n) => n.id));
+    pageToken = page.nextPageToken;
+  } while (pageToken !== "");
+  assert.equal(seen.length, 5);
+  assert.equal(new Set(seen).size, 5);
+});

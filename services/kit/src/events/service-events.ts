@@ -25,6 +25,11 @@ export interface ConsumeOptions {
   durable: string;
   domains: readonly EventDomain[];
   handlers: readonly EventHandler[];
+  /**
+   * Events handled at once (default 1: in stream order). Only for handlers whose events
+   * are independent of each other's order, such as one notification per event.
+   */
+  concurrency?: number;
 }
 
 /** A service's connection to the event layer. */
@@ -97,6 +102,9 @@ export async function openServiceEvents(
         durable: consumeOptions.durable,
         domains: consumeOptions.domains,
         handlers: consumeOptions.handlers,
+        ...(consumeOptions.concurrency === undefined
+          ? {}
+          : { concurrency: consumeOptions.concurrency }),
         maxDeliver: config.CONSUMER_MAX_DELIVER,
         logger,
         registry,
