@@ -4,6 +4,8 @@
  * and on mutated copies (a dropped probe, retries on a non-idempotent method, a caller the
  * graph does not have), and `make deploy` refuses to apply when any is non-empty.
  */
+
+import { LIVENESS_SERVICE } from "@meshmart/kit";
 import {
   type CallGraph,
   calleesOf,
@@ -87,6 +89,10 @@ export function checkWorkloads(objects: readonly K8sObject[], graph: CallGraph):
         if (isObj(c[probe]) && port !== graph.ports.grpc) {
           out.push(`${where}: ${probe} is not grpc.health.v1 on port ${graph.ports.grpc}`);
         }
+      }
+      // Readiness follows the dependencies; liveness must not, or an outage restarts pods.
+      if (get(c, "livenessProbe", "grpc", "service") !== LIVENESS_SERVICE) {
+        out.push(`${where}: livenessProbe must ask the "${LIVENESS_SERVICE}" health name`);
       }
     }
   }

@@ -3,6 +3,8 @@
  * deploy/base, the NetworkPolicies, and the Istio DestinationRules, VirtualServices,
  * AuthorizationPolicies and Sidecars. Pure functions of the graph; generate.ts writes them.
  */
+
+import { LIVENESS_SERVICE } from "@meshmart/kit";
 import {
   type CallGraph,
   calleesOf,
@@ -242,9 +244,14 @@ function serviceObjects(graph: CallGraph, svc: GraphService): K8sObject[] {
     // Readiness is grpc.health.v1 Check(""), which the kit ties to the service's critical
     // dependencies and turns NOT_SERVING first thing on SIGTERM.
     readinessProbe: { ...grpcProbe, periodSeconds: 5, failureThreshold: 2, timeoutSeconds: 2 },
-    // Liveness: grpc.health.v1 too, but generous, so a database outage (NOT_SERVING) has to
-    // last over a minute before Kubernetes restarts the pod.
-    livenessProbe: { ...grpcProbe, periodSeconds: 10, failureThreshold: 9, timeoutSeconds: 2 },
+    // Liveness asks the kit's "liveness" health name: SERVING while the process serves at
+    // all, so a database outage (readiness NOT_SERVING) never restarts the pod.
+    livenessProbe: {
+      grpc: { port: ports.grpc, service: LIVENESS_SERVICE },
+      periodSeconds: 10,
+      failureThreshold: 3,
+      timeoutSeconds: 2,
+    },
   };
   return [
     serviceAccount(graph, svc.name),

@@ -158,6 +158,13 @@ test("mutation: a removed probe is caught", M, () => {
   const http = deployment();
   container(http, "orders").livenessProbe = { httpGet: { path: "/", port: 9001 } };
   assert.match(checkWorkloads(http, graph).join("\n"), /livenessProbe is not grpc.health.v1/);
+  // Liveness on the readiness name: a database outage would restart every pod.
+  const readinessBound = deployment();
+  container(readinessBound, "orders").livenessProbe = { grpc: { port: graph.ports.grpc } };
+  assert.match(
+    checkWorkloads(readinessBound, graph).join("\n"),
+    /livenessProbe must ask the "liveness" health name/,
+  );
 });
 
 test("mutation: missing limits, root, writable FS, short grace are caught", M, () => {

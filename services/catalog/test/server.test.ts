@@ -7,6 +7,7 @@ import { after, before, describe, test } from "node:test";
 import { createClient } from "@connectrpc/connect";
 import { createGrpcTransport } from "@connectrpc/connect-node";
 import * as grpc from "@grpc/grpc-js";
+import { LIVENESS_SERVICE } from "@meshmart/kit";
 import { CatalogService } from "@meshmart/kit/gen/meshmart/catalog/v1/catalog_service_pb.js";
 import {
   createDatabase,
@@ -298,6 +299,8 @@ describe("health follows Postgres", () => {
       assert.ok(elapsed < 5_000, `NOT_SERVING after ${elapsed} ms`);
       assert.deepEqual(await bothChecks(), ["NOT_SERVING", "NOT_SERVING"]);
       assert.equal(await readyStatus(), 503);
+      // Liveness is about the process, not its database: no restart for an outage.
+      assert.equal(await check(LIVENESS_SERVICE), "SERVING");
 
       const down = overall.seen.length;
       const downCatalog = catalog.seen.length;

@@ -44,7 +44,7 @@ export { createLogDestination, createLogger, type Logger } from "./observability
 export { createRpcMetrics, type RpcMetrics } from "./observability/rpc-metrics.js";
 export { createRuntime, type Runtime, type RuntimeOverrides, serve } from "./runtime.js";
 export type { DependencyCheck } from "./server/health-monitor.js";
-export type { Routes, ServiceHost } from "./server/service-host.js";
+export { LIVENESS_SERVICE, type Routes, type ServiceHost } from "./server/service-host.js";
 export {
   type ServiceConfig,
   type ServiceDefinition,

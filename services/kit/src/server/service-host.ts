@@ -19,6 +19,12 @@ import { addReflection } from "./reflection.js";
 /** A service's handlers, registered the Connect way: `router.service(Desc, impl)`. */
 export type Routes = (router: ConnectRouter) => void;
 
+/**
+ * The grpc.health.v1 service name that is SERVING for as long as the process serves at all
+ * (Kubernetes liveness); "" and the service's own names follow its dependencies (readiness).
+ */
+export const LIVENESS_SERVICE = "liveness";
+
 /** Everything {@link startServiceHost} wires together. */
 export interface ServiceHostOptions {
   routes: Routes;
@@ -118,6 +124,9 @@ export async function startServiceHost(options: ServiceHostOptions): Promise<Ser
     for (const name of serviceNames) healthService.setStatus(name, verdict);
   };
   applyHealth(options.health.verdict());
+  // The process answers, whatever its dependencies do: a liveness probe on this name
+  // restarts a wedged process, never one that is waiting out a database outage or draining.
+  healthService.setStatus(LIVENESS_SERVICE, "SERVING");
   const unsubscribe = options.health.onChange(applyHealth);
   healthService.addToServer(grpcServer);
   addReflection(
