@@ -16,6 +16,11 @@ export interface PostgresOptions {
   max?: number;
 }
 
+/** Seconds before reconnect attempt `retries`: 50 ms doubling to 1 s, with jitter. */
+export function reconnectBackoff(retries: number): number {
+  return (0.5 + Math.random() / 2) * Math.min(0.05 * 2 ** retries, 1);
+}
+
 /**
  * The service's pool on its own database. Connections are opened lazily and recycled,
  * statements are prepared, and every query has a server-side statement_timeout so a
@@ -29,6 +34,10 @@ export function createPostgres(options: PostgresOptions): Sql {
     idle_timeout: 30,
     max_lifetime: 60 * 30,
     connect_timeout: 5,
+    // postgres.js waits up to 20 s between reconnect attempts once a few have failed, so a
+    // service (and the relay's LISTEN) would lag a Postgres restart by that much; retrying a
+    // refused connect is cheap, so cap the wait at 1 s.
+    backoff: reconnectBackoff,
     connection: {
       application_name: `meshmart-${options.service}`,
       statement_timeout: 10_000,

@@ -25,7 +25,7 @@ export interface OutboxRelayOptions {
   publishTimeoutMs?: number;
   /** Published rows are deleted once older than this (default 1 h). */
   retentionMs?: number;
-  /** Upper bound of the retry backoff while NATS or Postgres fails (default 10 s). */
+  /** Upper bound of the retry backoff while NATS or Postgres fails (default 2 s). */
   maxBackoffMs?: number;
   /** How often the LISTEN connection is verified and, if lost, re-established (default 30 s). */
   listenCheckMs?: number;
@@ -96,7 +96,9 @@ export function createOutboxRelay(options: OutboxRelayOptions): OutboxRelay {
   const pollIntervalMs = options.pollIntervalMs ?? 1_000;
   const publishTimeoutMs = options.publishTimeoutMs ?? 5_000;
   const retentionMs = options.retentionMs ?? 3_600_000;
-  const maxBackoffMs = options.maxBackoffMs ?? 10_000;
+  // Short: a retry is one cheap query, and the relay (with it the LISTEN that makes
+  // publishing prompt) is back within this long of Postgres or NATS returning.
+  const maxBackoffMs = options.maxBackoffMs ?? 2_000;
   const listenCheckMs = options.listenCheckMs ?? 30_000;
   const js = jetstream(nc, { timeout: publishTimeoutMs });
   const tracer = trace.getTracer("meshmart-kit");
