@@ -14,7 +14,7 @@
  * See bench/README.md.
  */
 import { spawnSync } from "node:child_process";
-import { mkdir, mkdtemp, rm, writeFile } from "node:fs/promises";
+import { mkdtemp, rm, writeFile } from "node:fs/promises";
 import { availableParallelism, cpus, tmpdir } from "node:os";
 import { dirname, join, relative } from "node:path";
 import { fileURLToPath } from "node:url";
@@ -42,6 +42,7 @@ import {
   testRedisUrl,
   uniqueName,
 } from "@meshmart/kit/testing";
+import { printProblems, printWarnings, runStamp, writeResults } from "../lib/report.js";
 import { runBenchmark } from "../lib/run-benchmark.js";
 import { killAllServers, type ServerChild, startServer } from "./children.js";
 import { type H2loadResult, percentiles, runH2load } from "./h2load.js";
@@ -202,7 +203,7 @@ interface TargetResult {
 async function main(): Promise<void> {
   preflight();
   const started = new Date();
-  const stamp = started.toISOString().replace(/[:.]/g, "-");
+  const stamp = runStamp(started);
   const work = await mkdtemp(join(tmpdir(), "meshmart-bench-"));
   cleanups.push(() => rm(work, { recursive: true, force: true }));
   const profileDir = join(ROOT, "bench", "results", `profiles-${stamp}`);
@@ -381,34 +382,19 @@ async function main(): Promise<void> {
 
   const report = summarize(results, catalogHwm);
   printReport(report);
-  const outDir = join(ROOT, "bench", "results");
-  await mkdir(outDir, { recursive: true });
-  const outFile = join(outDir, `catalog-${stamp}.json`);
-  await writeFile(
-    outFile,
-    `${JSON.stringify(
-      {
-        benchmark: "catalog",
-        startedAt: started.toISOString(),
-        node: process.version,
-        cpu: cpus()[0]?.model,
-        cpus: availableParallelism(),
-        h2load: h2loadVersion(),
-        settings: {
-          ...settings,
-          roundSeconds,
-          only: [...settings.only],
-          cpuProf: [...settings.cpuProf],
-        },
-        ...report,
-        problems,
-        warnings,
-      },
-      null,
-      2,
-    )}\n`,
-  );
-  say(`results: ${relative(process.cwd(), outFile)}`);
+  const resultsFile = await writeResults("catalog", started, {
+    h2load: h2loadVersion(),
+    settings: {
+      ...settings,
+      roundSeconds,
+      only: [...settings.only],
+      cpuProf: [...settings.cpuProf],
+    },
+    ...report,
+    problems,
+    warnings,
+  });
+  say(`results: ${resultsFile}`);
   if (settings.cpuProf.size > 0) say(`cpu profiles: ${relative(process.cwd(), profileDir)}`);
   if (problems.length > 0 || report.errors > 0) process.exitCode = 1;
 }
@@ -853,16 +839,14 @@ function printReport(report: Report): void {
   const withErrors = Object.values(report.results).filter((r) => r.errors > 0);
   if (withErrors.length > 0 || problems.length > 0) {
     say();
-    say("!".repeat(78));
-    say("!!  ERRORS DURING THE RUN: the figures above are NOT valid");
-    for (const r of withErrors) for (const d of r.errorDetail) say(`!!  ${r.label}: ${d}`);
-    for (const p of problems) say(`!!  ${p}`);
-    say("!".repeat(78));
+    printProblems(say, "ERRORS DURING THE RUN: the figures above are NOT valid", [
+      ...withErrors.flatMap((r) => r.errorDetail.map((d) => `${r.label}: ${d}`)),
+      ...problems,
+    ]);
   }
   if (warnings.length > 0) {
     say();
-    say("??  WARNINGS (a busy machine makes the figures unreliable):");
-    for (const w of warnings) say(`??  ${w}`);
+    printWarnings(say, warnings);
   }
   say();
 }

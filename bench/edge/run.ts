@@ -12,12 +12,13 @@
  * bench/results/edge-<timestamp>.json. See bench/edge/README.md.
  */
 import { spawnSync } from "node:child_process";
-import { mkdir, mkdtemp, rm, writeFile } from "node:fs/promises";
+import { mkdtemp, rm, writeFile } from "node:fs/promises";
 import { availableParallelism, cpus, tmpdir } from "node:os";
-import { join, relative } from "node:path";
+import { join } from "node:path";
 import { killAllServers, type ServerChild, startServer } from "../catalog/children.js";
 import { type H2loadResult, percentiles, runH2load } from "../catalog/h2load.js";
 import { cpusAllowed, MachineMonitor, machineBusy, Sampler } from "../catalog/proc.js";
+import { printProblems, printWarnings, writeResults } from "../lib/report.js";
 import { runBenchmark } from "../lib/run-benchmark.js";
 import {
   GET_PRODUCT_PATH,
@@ -77,7 +78,6 @@ async function main(): Promise<void> {
     }
   }
   const started = new Date();
-  const stamp = started.toISOString().replace(/[:.]/g, "-");
   const work = await mkdtemp(join(tmpdir(), "meshmart-bench-edge-"));
   cleanups.push(() => rm(work, { recursive: true, force: true }));
   say(`meshmart edge benchmark: ${started.toISOString()}`);
@@ -244,46 +244,27 @@ async function main(): Promise<void> {
     `  edge µs/req ${Math.round(results.edge.edgeCpuUsPerRequest)}, catalog µs/req direct ${Math.round(results.grpc.catalogCpuUsPerRequest)} / behind edge ${Math.round(results.edge.catalogCpuUsPerRequest)}`,
   );
   if (invalid) {
-    say("!".repeat(78));
-    say("!!  ERRORS DURING THE RUN: the figures above are NOT valid");
-    for (const id of ids) for (const d of results[id].errorDetail) say(`!!  ${LABELS[id]}: ${d}`);
-    for (const p of problems) say(`!!  ${p}`);
-    say("!".repeat(78));
+    printProblems(say, "ERRORS DURING THE RUN: the figures above are NOT valid", [
+      ...ids.flatMap((id) => results[id].errorDetail.map((d) => `${LABELS[id]}: ${d}`)),
+      ...problems,
+    ]);
   }
-  if (warnings.length > 0) {
-    say("??  WARNINGS (a busy machine makes the figures unreliable):");
-    for (const w of warnings) say(`??  ${w}`);
-  }
-  const outDir = join(ROOT, "bench", "results");
-  await mkdir(outDir, { recursive: true });
-  const outFile = join(outDir, `edge-${stamp}.json`);
-  await writeFile(
-    outFile,
-    `${JSON.stringify(
-      {
-        benchmark: "edge",
-        startedAt: started.toISOString(),
-        node: process.version,
-        cpu: cpus()[0]?.model,
-        cpus: availableParallelism(),
-        settings: { ...settings, roundSeconds },
-        machineBusyBefore: busy,
-        results,
-        ratio,
-        cpuRatio,
-        goal: { ratio: GOAL_RATIO, pass: ratio >= GOAL_RATIO, valid: !invalid },
-        p99OverheadMs,
-        p50OverheadMs,
-        serversCpusAllowed: allowed,
-        serverExit: stopped,
-        problems,
-        warnings,
-      },
-      null,
-      2,
-    )}\n`,
-  );
-  say(`results: ${relative(process.cwd(), outFile)}`);
+  printWarnings(say, warnings);
+  const resultsFile = await writeResults("edge", started, {
+    settings: { ...settings, roundSeconds },
+    machineBusyBefore: busy,
+    results,
+    ratio,
+    cpuRatio,
+    goal: { ratio: GOAL_RATIO, pass: ratio >= GOAL_RATIO, valid: !invalid },
+    p99OverheadMs,
+    p50OverheadMs,
+    serversCpusAllowed: allowed,
+    serverExit: stopped,
+    problems,
+    warnings,
+  });
+  say(`results: ${resultsFile}`);
   if (invalid) process.exitCode = 1;
 }
 

@@ -14,10 +14,7 @@
  * Prints msgs/s per stage and the ratios kit/raw; writes bench/results/events-<ts>.json.
  * Streams and the database are deleted at the end. See bench/events/README.md.
  */
-import { mkdir, writeFile } from "node:fs/promises";
 import { availableParallelism, cpus } from "node:os";
-import { dirname, join, relative } from "node:path";
-import { fileURLToPath } from "node:url";
 import { fromBinary, toBinary } from "@bufbuild/protobuf";
 import {
   createEventConsumer,
@@ -51,10 +48,10 @@ import {
 import { connect, headers, nanos } from "@nats-io/transport-node";
 import { Registry } from "prom-client";
 import { MachineMonitor, machineBusy } from "../catalog/proc.js";
+import { printProblems, printWarnings, writeResults } from "../lib/report.js";
 import { runBenchmark } from "../lib/run-benchmark.js";
 import { startInfraCpu } from "../orders/cpu.js";
 
-const ROOT = join(dirname(fileURLToPath(import.meta.url)), "..", "..");
 const NOISE_CORES = 0.1;
 const POLL_MS = 10;
 
@@ -107,7 +104,6 @@ interface Stage {
 
 async function main(): Promise<void> {
   const started = new Date();
-  const stamp = started.toISOString().replace(/[:.]/g, "-");
   say(`meshmart events benchmark: ${started.toISOString()}`);
   say(`node ${process.version}, ${cpus()[0]?.model ?? "?"} x${availableParallelism()}`);
   say(
@@ -337,41 +333,18 @@ async function main(): Promise<void> {
       warnings.push(`${id}: other processes used ${s.othersCores.toFixed(2)} cores`);
     }
   }
-  if (problems.length > 0) {
-    say("!".repeat(78));
-    say("!!  PROBLEMS DURING THE RUN: the figures above are NOT valid");
-    for (const p of problems) say(`!!  ${p}`);
-    say("!".repeat(78));
-  }
-  if (warnings.length > 0) {
-    say("??  WARNINGS (a busy machine makes the figures unreliable):");
-    for (const w of warnings) say(`??  ${w}`);
-  }
-  const outDir = join(ROOT, "bench", "results");
-  await mkdir(outDir, { recursive: true });
-  const outFile = join(outDir, `events-${stamp}.json`);
-  await writeFile(
-    outFile,
-    `${JSON.stringify(
-      {
-        benchmark: "events",
-        startedAt: started.toISOString(),
-        node: process.version,
-        cpu: cpus()[0]?.model,
-        cpus: availableParallelism(),
-        nats: nc.info?.version,
-        settings,
-        machineBusyBefore: busy,
-        stages,
-        ratios,
-        problems,
-        warnings,
-      },
-      null,
-      2,
-    )}\n`,
-  );
-  say(`results: ${relative(process.cwd(), outFile)}`);
+  printProblems(say, "PROBLEMS DURING THE RUN: the figures above are NOT valid", problems);
+  printWarnings(say, warnings);
+  const resultsFile = await writeResults("events", started, {
+    nats: nc.info?.version,
+    settings,
+    machineBusyBefore: busy,
+    stages,
+    ratios,
+    problems,
+    warnings,
+  });
+  say(`results: ${resultsFile}`);
   if (problems.length > 0) process.exitCode = 1;
 }
 

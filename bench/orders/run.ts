@@ -13,10 +13,7 @@
  * Writes bench/results/orders-<timestamp>.json. See bench/orders/README.md.
  */
 import { randomUUID } from "node:crypto";
-import { mkdir, writeFile } from "node:fs/promises";
 import { availableParallelism, cpus } from "node:os";
-import { dirname, join, relative } from "node:path";
-import { fileURLToPath } from "node:url";
 import { fromBinary } from "@bufbuild/protobuf";
 import { type Client, ConnectError, createClient } from "@connectrpc/connect";
 import { createGrpcTransport } from "@connectrpc/connect-node";
@@ -33,10 +30,10 @@ import { DeliverPolicy, jetstream } from "@nats-io/jetstream";
 import { connect, type NatsConnection } from "@nats-io/transport-node";
 import { type Mesh, startMesh } from "../../tests/support/mesh.js";
 import { MachineMonitor, machineBusy, Sampler } from "../catalog/proc.js";
+import { printProblems, printWarnings, writeResults } from "../lib/report.js";
 import { runBenchmark } from "../lib/run-benchmark.js";
 import { servicePids, startInfraCpu } from "./cpu.js";
 
-const ROOT = join(dirname(fileURLToPath(import.meta.url)), "..", "..");
 const SERVICES = ["identity", "catalog", "inventory", "payments", "orders"] as const;
 const TARGET_CONFIRMED_PER_S = 500;
 const TARGET_P99_RESPONSE_MS = 100;
@@ -104,7 +101,6 @@ const wallNow = () => performance.timeOrigin + performance.now();
 
 async function main(): Promise<void> {
   const started = new Date();
-  const stamp = started.toISOString().replace(/[:.]/g, "-");
   say(`meshmart orders benchmark: ${started.toISOString()}`);
   say(`node ${process.version}, ${cpus()[0]?.model ?? "?"} x${availableParallelism()}`);
   say(
@@ -391,63 +387,44 @@ async function main(): Promise<void> {
       );
     }
   }
-  if (problems.length > 0) {
-    say("!".repeat(78));
-    say("!!  PROBLEMS DURING THE RUN: the figures above may not mean what they say");
-    for (const p of problems) say(`!!  ${p}`);
-    say("!".repeat(78));
-  }
-  if (warnings.length > 0) {
-    say("??  WARNINGS (a busy machine makes the figures unreliable):");
-    for (const w of warnings) say(`??  ${w}`);
-  }
-
-  const outDir = join(ROOT, "bench", "results");
-  await mkdir(outDir, { recursive: true });
-  const outFile = join(outDir, `orders-${stamp}.json`);
-  await writeFile(
-    outFile,
-    `${JSON.stringify(
-      {
-        benchmark: "orders",
-        startedAt: started.toISOString(),
-        node: process.version,
-        cpu: cpus()[0]?.model,
-        cpus: availableParallelism(),
-        settings,
-        machineBusyBefore: busy,
-        placedPerS,
-        confirmedPerS,
-        placeOrderResponseMs: resp,
-        requestToConfirmedMs: conf,
-        requestToEventDeliveredMs: deliv,
-        commitToEventDeliveredMs: evLag,
-        relayLagSamples: lag,
-        counts: {
-          placedInWindow,
-          confirmedInWindow,
-          backlogAtEnd,
-          placedTotal: all.length,
-          confirmedTotal: eventsConfirmed,
-          cancelled,
-          unsettled,
-          settledSeconds,
-          database: db,
-        },
-        errors: Object.fromEntries(errors),
-        cpuInWindow: used,
-        targets: {
-          confirmedPerS: { target: TARGET_CONFIRMED_PER_S, met: throughputMet },
-          p99ResponseMs: { target: TARGET_P99_RESPONSE_MS, met: latencyMet },
-        },
-        problems,
-        warnings,
-      },
-      null,
-      2,
-    )}\n`,
+  printProblems(
+    say,
+    "PROBLEMS DURING THE RUN: the figures above may not mean what they say",
+    problems,
   );
-  say(`results: ${relative(process.cwd(), outFile)}`);
+  printWarnings(say, warnings);
+
+  const resultsFile = await writeResults("orders", started, {
+    settings,
+    machineBusyBefore: busy,
+    placedPerS,
+    confirmedPerS,
+    placeOrderResponseMs: resp,
+    requestToConfirmedMs: conf,
+    requestToEventDeliveredMs: deliv,
+    commitToEventDeliveredMs: evLag,
+    relayLagSamples: lag,
+    counts: {
+      placedInWindow,
+      confirmedInWindow,
+      backlogAtEnd,
+      placedTotal: all.length,
+      confirmedTotal: eventsConfirmed,
+      cancelled,
+      unsettled,
+      settledSeconds,
+      database: db,
+    },
+    errors: Object.fromEntries(errors),
+    cpuInWindow: used,
+    targets: {
+      confirmedPerS: { target: TARGET_CONFIRMED_PER_S, met: throughputMet },
+      p99ResponseMs: { target: TARGET_P99_RESPONSE_MS, met: latencyMet },
+    },
+    problems,
+    warnings,
+  });
+  say(`results: ${resultsFile}`);
   if (problems.length > 0) process.exitCode = 1;
 }
 
