@@ -3,16 +3,14 @@
  * NATS connection, a namespace of their own (streams deleted afterwards), and helpers to
  * publish and read raw stream messages.
  */
-import { randomUUID } from "node:crypto";
-import { create, type DescMessage, type MessageInitShape, toBinary } from "@bufbuild/protobuf";
+import type { DescMessage, MessageInitShape } from "@bufbuild/protobuf";
 import {
   type JetStreamClient,
   type JetStreamManager,
   jetstream,
   jetstreamManager,
-  type StoredMsg,
 } from "@nats-io/jetstream";
-import { connect, headers, type MsgHdrs, type NatsConnection } from "@nats-io/transport-node";
+import { connect, type NatsConnection } from "@nats-io/transport-node";
 import { pino } from "pino";
 import type { Sql } from "postgres";
 import { Registry } from "prom-client";
@@ -20,6 +18,11 @@ import { createPostgres } from "../src/data/postgres.js";
 import { createEventNames, type EventDomain, type EventNames } from "../src/events/names.js";
 import { migrateEventTables } from "../src/events/outbox.js";
 import { ensureStreams, type StreamSettings } from "../src/events/streams.js";
+import {
+  deleteNamespaceStreams,
+  publishLikeRelay,
+  type TestPublishOptions,
+} from "../src/testing/events.js";
 import { createTestDatabase, testNatsUrl, uniqueName } from "../src/testing/index.js";
 
 export const silentLogger = pino({ level: "silent" });
@@ -74,69 +77,22 @@ export async function openEventsFixture(
   };
 }
 
-/** Deletes every stream of the namespace's (domain streams and dead letters). */
-export async function deleteNamespaceStreams(
-  jsm: JetStreamManager,
-  names: EventNames,
-): Promise<void> {
-  const prefix = names.deadLetterStream.replace(/DEAD_LETTERS$/, "");
-  for await (const name of jsm.streams.names()) {
-    if (prefix !== "" && name.startsWith(prefix)) await jsm.streams.delete(name);
-  }
-}
-
-/** Every message stored in `stream`, in order. */
-export async function readStream(jsm: JetStreamManager, stream: string): Promise<StoredMsg[]> {
-  const messages: StoredMsg[] = [];
-  let seq = 1;
-  for (;;) {
-    const msg = await jsm.streams.getMessage(stream, {
-      seq,
-      next_by_subj: ">",
-    } as unknown as { seq: number });
-    if (msg === null) return messages;
-    messages.push(msg);
-    seq = msg.seq + 1;
-  }
-}
+export { deleteNamespaceStreams, readStream } from "../src/testing/events.js";
 
 /** Options for {@link publishEvent}. */
-export interface PublishEventOptions {
-  /** Nats-Msg-Id; a fresh one by default (so the same event can be "redelivered"). */
-  msgId?: string;
-  /** Overrides Meshmart-Event-Type. */
-  eventType?: string;
-  /** Raw payload instead of the encoded message. */
-  payload?: Uint8Array;
-  extraHeaders?: Record<string, string>;
-}
+export type PublishEventOptions = TestPublishOptions;
 
 /**
  * Publishes an event the way the relay does (headers included), bypassing the outbox,
  * and returns its event id.
  */
-export async function publishEvent<Desc extends DescMessage>(
+export function publishEvent<Desc extends DescMessage>(
   fixture: Pick<EventsFixture, "js" | "names">,
   schema: Desc,
   init: MessageInitShape<Desc>,
   options: PublishEventOptions = {},
 ): Promise<string> {
-  const eventId = randomUUID();
-  const message = create(schema, {
-    eventId,
-    ...(init as object),
-  } as unknown as MessageInitShape<Desc>);
-  const eventIdOf = (message as unknown as { eventId: string }).eventId;
-  const h: MsgHdrs = headers();
-  h.set("Content-Type", "application/x-protobuf");
-  h.set("Meshmart-Event-Type", options.eventType ?? schema.typeName);
-  for (const [k, v] of Object.entries(options.extraHeaders ?? {})) h.set(k, v);
-  await fixture.js.publish(
-    fixture.names.subjectOf(schema),
-    options.payload ?? toBinary(schema, message),
-    { headers: h, msgID: options.msgId ?? randomUUID() },
-  );
-  return eventIdOf;
+  return publishLikeRelay(fixture.js, fixture.names, schema, init, options);
 }
 
 export { waitFor } from "../src/testing/events.js";

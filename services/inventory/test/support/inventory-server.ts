@@ -9,6 +9,7 @@ import {
 import {
   createLogSink,
   type LogSink,
+  openTestEvents,
   type TestIssuer,
   testNatsUrl,
   testRedisUrl,
@@ -76,11 +77,7 @@ export async function startTestInventory(options: {
     natsUrl,
     async stop() {
       await host.close();
-      await deleteStreams(natsUrl, [
-        names.stream("inventory"),
-        names.stream("catalog"),
-        names.deadLetterStream,
-      ]);
+      await (await openTestEvents("inventory", { natsUrl, namespace })).close();
     },
   };
 }
@@ -101,8 +98,4 @@ export async function jetStreamApi(
   } finally {
     await nc.close();
   }
-}
-
-async function deleteStreams(natsUrl: string, streams: string[]): Promise<void> {
-  for (const stream of streams) await jetStreamApi(natsUrl, `STREAM.DELETE.${stream}`);
 }

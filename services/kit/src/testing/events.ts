@@ -21,6 +21,8 @@ export interface TestPublishOptions {
   eventType?: string;
   /** Raw bytes instead of the encoded message: a poison message. */
   payload?: Uint8Array;
+  /** More headers, e.g. a traceparent. */
+  extraHeaders?: Record<string, string>;
 }
 
 /** A test run's own slice of the shared NATS server: a namespace nobody else uses. */
@@ -68,7 +70,6 @@ export async function openTestEvents(
   });
   const js = jetstream(nc);
   const jsm = await jetstreamManager(nc);
-  const streamPrefix = names.deadLetterStream.replace(/DEAD_LETTERS$/, "");
   return {
     namespace,
     names,
@@ -77,43 +78,73 @@ export async function openTestEvents(
     nc,
     js,
     jsm,
-    async publish(schema, init, options = {}) {
-      const message = create(schema, {
-        eventId: randomUUID(),
-        ...(init as object),
-      } as unknown as MessageInitShape<typeof schema>);
-      const eventId = (message as unknown as { eventId: string }).eventId;
-      const h = headers();
-      h.set("Content-Type", "application/x-protobuf");
-      h.set("Meshmart-Event-Type", options.eventType ?? schema.typeName);
-      await js.publish(names.subjectOf(schema), options.payload ?? toBinary(schema, message), {
-        headers: h,
-        msgID: options.msgId ?? randomUUID(),
-      });
-      return eventId;
-    },
-    async read(stream) {
-      const messages: StoredMsg[] = [];
-      let seq = 1;
-      for (;;) {
-        const msg = await jsm.streams
-          .getMessage(stream, { seq, next_by_subj: ">" } as unknown as { seq: number })
-          .catch(() => null);
-        if (msg === null) return messages;
-        messages.push(msg);
-        seq = msg.seq + 1;
-      }
-    },
+    publish: (schema, init, options) => publishLikeRelay(js, names, schema, init, options),
+    read: (stream) => readStream(jsm, stream),
     async close() {
       try {
-        for await (const name of jsm.streams.names()) {
-          if (name.startsWith(streamPrefix)) await jsm.streams.delete(name);
-        }
+        await deleteNamespaceStreams(jsm, names);
       } finally {
         await nc.close();
       }
     },
   };
+}
+
+/**
+ * Publishes an event as the outbox relay does (content type and event type headers, a
+ * Nats-Msg-Id), bypassing the outbox; returns its event_id.
+ */
+export async function publishLikeRelay<Desc extends DescMessage>(
+  js: JetStreamClient,
+  names: EventNames,
+  schema: Desc,
+  init: MessageInitShape<Desc>,
+  options: TestPublishOptions = {},
+): Promise<string> {
+  const message = create(schema, {
+    eventId: randomUUID(),
+    ...(init as object),
+  } as unknown as MessageInitShape<Desc>);
+  const eventId = (message as unknown as { eventId: string }).eventId;
+  const h = headers();
+  h.set("Content-Type", "application/x-protobuf");
+  h.set("Meshmart-Event-Type", options.eventType ?? schema.typeName);
+  for (const [key, value] of Object.entries(options.extraHeaders ?? {})) h.set(key, value);
+  await js.publish(names.subjectOf(schema), options.payload ?? toBinary(schema, message), {
+    headers: h,
+    msgID: options.msgId ?? randomUUID(),
+  });
+  return eventId;
+}
+
+/** Every message stored in `stream`, in order. */
+export async function readStream(jsm: JetStreamManager, stream: string): Promise<StoredMsg[]> {
+  const messages: StoredMsg[] = [];
+  let seq = 1;
+  for (;;) {
+    const msg = await jsm.streams.getMessage(stream, {
+      seq,
+      next_by_subj: ">",
+    } as unknown as { seq: number });
+    if (msg === null) return messages;
+    messages.push(msg);
+    seq = msg.seq + 1;
+  }
+}
+
+/**
+ * Deletes the streams of a test namespace (its domain streams and dead letters). Refuses
+ * the deployment namespace, whose streams have no prefix: that would be every stream.
+ */
+export async function deleteNamespaceStreams(
+  jsm: JetStreamManager,
+  names: EventNames,
+): Promise<void> {
+  const prefix = names.deadLetterStream.replace(/DEAD_LETTERS$/, "");
+  if (prefix === "") throw new Error("refusing to delete the streams of the default namespace");
+  for await (const name of jsm.streams.names()) {
+    if (name.startsWith(prefix)) await jsm.streams.delete(name);
+  }
 }
 
 /** Resolves with `check`'s first truthy value; rejects after `timeoutMs`, naming `what`. */

@@ -11,7 +11,15 @@ export {
   spawnManaged,
 } from "./children.js";
 export { EchoService, echoImpl, echoRoutes } from "./echo.js";
-export { openTestEvents, type TestEvents, type TestPublishOptions, waitFor } from "./events.js";
+export {
+  deleteNamespaceStreams,
+  openTestEvents,
+  publishLikeRelay,
+  readStream,
+  type TestEvents,
+  type TestPublishOptions,
+  waitFor,
+} from "./events.js";
 export { startTestHost, type TestHost, type TestHostOptions } from "./host.js";
 export {
   createDatabase,

@@ -6,11 +6,9 @@ import { catalogConfigSchema } from "@meshmart/catalog/config";
 import { startInventory } from "@meshmart/inventory";
 import { inventoryConfigSchema } from "@meshmart/inventory/config";
 import {
-  connectNats,
   createEventNames,
   createLogger,
   createPostgres,
-  EVENT_DOMAINS,
   type EventNames,
   loadConfig,
   type ServiceHost,
@@ -28,6 +26,7 @@ import {
   createTestDatabase,
   createTestIssuer,
   type LogSink,
+  openTestEvents,
   type TestDatabase,
   type TestIssuer,
   testNatsUrl,
@@ -169,7 +168,7 @@ export async function startMesh(label: string): Promise<Mesh> {
     for (const host of hosts.reverse()) await host.close();
     await paymentsSql?.end({ timeout: 1 });
     for (const db of dbs) await db.drop();
-    await deleteStreams(natsUrl, names);
+    await (await openTestEvents("orders", { natsUrl, namespace })).close();
   };
   try {
     const [catalogDb, inventoryDb, paymentsDb] = await Promise.all([
@@ -395,20 +394,4 @@ export function ordersSql(url: string): Sql {
     logger: createLogger({ service: "orders-test", level: "silent" }),
     max: 2,
   });
-}
-
-async function deleteStreams(natsUrl: string, names: EventNames): Promise<void> {
-  const nc = await connectNats({
-    url: natsUrl,
-    name: "orders-test",
-    logger: createLogger({ service: "orders-test", level: "silent" }),
-  });
-  try {
-    for (const stream of [...EVENT_DOMAINS.map((d) => names.stream(d)), names.deadLetterStream]) {
-      // Streams the mesh never created answer "not found"; nothing to clean.
-      await nc.request(`$JS.API.STREAM.DELETE.${stream}`, "", { timeout: 5_000 }).catch(() => {});
-    }
-  } finally {
-    await nc.close();
-  }
 }
