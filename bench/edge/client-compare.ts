@@ -4,8 +4,9 @@
  * process (pinned to the other core) issues N unary GetProduct calls at concurrency 64
  * with
  *
- *   (a) @connectrpc/connect-node createGrpcTransport + generic transport.unary (the edge today),
+ *   (a) @connectrpc/connect-node createGrpcTransport + generic transport.unary,
  *   (b) @grpc/grpc-js Client.makeUnaryRequest with protobuf-es serializers,
+ *   (c) the edge's own client over node:http2 (edge/src/h2-grpc-client.ts, the edge today),
  *
  * each over one HTTP/2 connection, with the edge's 15 s deadline and an x-request-id
  * header, a warm-up round each, then alternating measured rounds. Reports calls/s and
@@ -16,9 +17,7 @@
  *          BENCH_LOAD_CPU (0, this process), BENCH_SERVER_CPU (1, catalog)
  */
 import { spawnSync } from "node:child_process";
-import { mkdir, writeFile } from "node:fs/promises";
 import { availableParallelism, cpus } from "node:os";
-import { join, relative } from "node:path";
 import { create, type DescMethodUnary, fromBinary, toBinary } from "@bufbuild/protobuf";
 import { createGrpcTransport, Http2SessionManager } from "@connectrpc/connect-node";
 import * as grpc from "@grpc/grpc-js";
@@ -29,16 +28,11 @@ import {
   type GetProductResponse,
   GetProductResponseSchema,
 } from "@meshmart/kit/gen/meshmart/catalog/v1/catalog_service_pb.js";
+import { createH2GrpcClient } from "../../edge/src/h2-grpc-client.js";
 import { killAllServers } from "../catalog/children.js";
 import { cpusAllowed, MachineMonitor, machineBusy, Sampler } from "../catalog/proc.js";
-import {
-  GET_PRODUCT_PATH,
-  intEnv,
-  ROOT,
-  rpcCodeDeltas,
-  scrape,
-  startCatalogChild,
-} from "./common.js";
+import { writeResults } from "../lib/report.js";
+import { GET_PRODUCT_PATH, intEnv, rpcCodeDeltas, scrape, startCatalogChild } from "./common.js";
 
 const calls = intEnv("COMPARE_CALLS", 20_000);
 const concurrency = intEnv("COMPARE_CONCURRENCY", 64);
@@ -51,8 +45,9 @@ const say = (line = ""): void => {
 };
 
 type Call = (productId: string) => Promise<string | undefined>;
+type ClientId = "a" | "b" | "c";
 interface Client {
-  id: "a" | "b";
+  id: ClientId;
   label: string;
   call: Call;
   close(): void;
@@ -110,6 +105,29 @@ function grpcJsClient(target: string): Client {
   };
 }
 
+function edgeH2Client(target: string): Client {
+  const client = createH2GrpcClient(target);
+  const method = CatalogService.method.getProduct as DescMethodUnary<
+    typeof GetProductRequestSchema,
+    typeof GetProductResponseSchema
+  >;
+  return {
+    id: "c",
+    label: "(c) the edge's node:http2 gRPC client",
+    async call(productId) {
+      const res = await client.unary(
+        method,
+        undefined,
+        TIMEOUT_MS,
+        new Headers({ "x-request-id": "bench" }),
+        create(GetProductRequestSchema, { productId }),
+      );
+      return res.message.product?.id;
+    },
+    close: () => client.close(),
+  };
+}
+
 /** `n` calls, `concurrency` in flight; wall time, client CPU, errors. */
 async function round(client: Client, productId: string, n: number) {
   let next = 0;
@@ -146,7 +164,11 @@ async function main(): Promise<void> {
   const catalog = await startCatalogChild(serverCpu);
   try {
     spawnSync("taskset", ["-a", "-p", "-c", loadCpu, String(process.pid)], { stdio: "ignore" });
-    const clients = [connectClient(catalog.grpcTarget), grpcJsClient(catalog.grpcTarget)];
+    const clients = [
+      connectClient(catalog.grpcTarget),
+      grpcJsClient(catalog.grpcTarget),
+      edgeH2Client(catalog.grpcTarget),
+    ];
     const stats = new Map(clients.map((c) => [c.id, [] as Record<string, number>[]]));
     const problems: string[] = [];
     for (let r = 0; r <= rounds; r++) {
@@ -189,7 +211,7 @@ async function main(): Promise<void> {
       `${"client".padEnd(56)}${["calls/s", "spread", "cli µs", "cli CPU", "cat µs", "cat CPU", "others"].map((h) => h.padStart(9)).join("")}`,
     );
     const summary: Partial<
-      Record<"a" | "b", { callsPerSec: number; clientUsPerCall: number } & Record<string, number>>
+      Record<ClientId, { callsPerSec: number; clientUsPerCall: number } & Record<string, number>>
     > = {};
     for (const c of clients) {
       const rows = stats.get(c.id) ?? [];
@@ -220,27 +242,28 @@ async function main(): Promise<void> {
             .join(""),
       );
     }
-    const a = summary.a;
-    const b = summary.b;
+    const { a, b, c } = summary;
     if (a && b) {
       say(
         `  grpc-js vs connect-node: ${(b.callsPerSec / a.callsPerSec).toFixed(2)}x calls/s, ${(a.clientUsPerCall / b.clientUsPerCall).toFixed(2)}x less client CPU per call`,
       );
     }
+    if (b && c) {
+      say(
+        `  node:http2 vs grpc-js: ${(c.callsPerSec / b.callsPerSec).toFixed(2)}x calls/s, ${(b.clientUsPerCall / c.clientUsPerCall).toFixed(2)}x less client CPU per call`,
+      );
+    }
     if (cpusAllowed(process.pid) !== loadCpu)
       problems.push(`client allowed on cpus ${cpusAllowed(process.pid)}`);
     for (const p of problems) say(`!!  ${p}`);
-    const outDir = join(ROOT, "bench", "results");
-    await mkdir(outDir, { recursive: true });
-    const outFile = join(
-      outDir,
-      `edge-clients-${started.toISOString().replace(/[:.]/g, "-")}.json`,
-    );
-    await writeFile(
-      outFile,
-      `${JSON.stringify({ benchmark: "edge-clients", startedAt: started.toISOString(), node: process.version, settings: { calls, concurrency, rounds, loadCpu, serverCpu }, machineBusyBefore: busy, summary, rounds: Object.fromEntries(stats), problems }, null, 2)}\n`,
-    );
-    say(`results: ${relative(process.cwd(), outFile)}`);
+    const resultsFile = await writeResults("edge-clients", started, {
+      settings: { calls, concurrency, rounds, loadCpu, serverCpu },
+      machineBusyBefore: busy,
+      summary,
+      rounds: Object.fromEntries(stats),
+      problems,
+    });
+    say(`results: ${resultsFile}`);
     if (problems.length > 0) process.exitCode = 1;
     await catalog.server.stop();
   } finally {

@@ -1,8 +1,9 @@
 /**
  * A unary gRPC client over node:http2 for the edge's upstream calls. The edge makes one
  * upstream call per REST request, so the client's cost per call is most of the edge's own:
- * @grpc/grpc-js spends about twice the CPU of plain node:http2 on the same call (its
- * channel, interceptor and resolver layers serve features the edge does not use). This
+ * @grpc/grpc-js spends about 1.5 times the CPU of plain node:http2 on the same call (its
+ * channel, interceptor and resolver layers serve features the edge does not use; see
+ * bench/edge/client-compare.ts). This
  * speaks the protocol directly: one HTTP/2 session per upstream, a 5-byte-framed message,
  * grpc-timeout, and the status from trailers (or trailers-only headers).
  */

@@ -1,8 +1,8 @@
 /**
  * Upstream gRPC connections: one HTTP/2 session per service (see h2-grpc-client.ts),
  * called generically with `unary(method, …)` so every RPC works without typed clients.
- * Measured by bench/edge/client-compare.ts, connect-node's client spent 532 µs of CPU per
- * call and grpc-js's 242 µs; the plain node:http2 client spends about half of grpc-js's.
+ * Measured by bench/edge/client-compare.ts (client CPU per GetProduct call): connect-node's
+ * gRPC transport 268 µs, @grpc/grpc-js 106 µs, this node:http2 client 69 µs.
  * Also grpc.health.v1 Check for /readyz, from a descriptor built here (the generated code
  * does not carry health.proto).
  */
