@@ -9,7 +9,7 @@ NODE_RUN := node --conditions=development --import tsx
 BUF := node_modules/.bin/buf
 WORKSPACES := services/kit services/identity services/catalog services/inventory services/payments services/orders services/notifications edge
 
-.PHONY: help install generate lint format breaking typecheck build test test-unit up deploy demo dead-letters test-chaos bench clean distclean
+.PHONY: help install generate lint format breaking typecheck build bench-build test test-unit up deploy demo dead-letters test-chaos bench clean distclean
 
 help: ## list targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed -E 's/^([a-z-]+):.*## /  make \1\t/' | expand -t 22
@@ -69,11 +69,14 @@ demo: ## place orders through the running `make up` (REST edge on :8080) and sho
 dead-letters: ## list dead-lettered events of the running mesh (ARGS="replay <seq>" to replay)
 	$(NODE_RUN) scripts/dead-letters.ts $(if $(ARGS),$(ARGS),list)
 
-bench: generate ## benchmarks (npm run bench:catalog)
+bench: ## benchmarks (npm run bench:catalog)
 	npm run bench:catalog
 
+bench-build: build ## compile the benchmark's server entries to bench/.dist (servers run as images do)
+	node_modules/.bin/tsc -p bench/tsconfig.build.json
+
 clean: ## remove generated code and build output
-	rm -rf services/kit/gen .proto-deps $(addsuffix /dist,$(WORKSPACES)) web/dist
+	rm -rf services/kit/gen .proto-deps $(addsuffix /dist,$(WORKSPACES)) web/dist bench/.dist
 
 distclean: clean ## also node_modules and local data (.data/)
 	rm -rf node_modules .data

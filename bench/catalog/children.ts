@@ -1,7 +1,10 @@
 /** Server entries run as child processes pinned to one core. */
 import { type ChildProcess, spawn } from "node:child_process";
 import { once } from "node:events";
+import { existsSync } from "node:fs";
+import { dirname, join, relative } from "node:path";
 import { createInterface } from "node:readline";
+import { fileURLToPath } from "node:url";
 
 /** What a server entry announced when ready. */
 export interface ReadyLine {
@@ -27,9 +30,37 @@ export function killAllServers(): void {
   for (const child of running) child.kill("SIGKILL");
 }
 
+/** Where `make bench-build` puts the compiled server entries (bench/tsconfig.build.json). */
+const COMPILED_ROOT = join(dirname(fileURLToPath(import.meta.url)), "..", ".dist");
+const BENCH_ROOT = join(dirname(fileURLToPath(import.meta.url)), "..");
+
 /**
- * Starts `taskset -c <cpu> node --conditions=development --import tsx <entry>` and waits
- * for its ready line on stdout. taskset execs node, so the child's pid is the server's.
+ * How a server child runs. "compiled" (the default) is what the images run: plain `node`
+ * on tsc's output with NODE_ENV=production, the kit and services from their dist/.
+ * "source" runs the TypeScript through tsx with the development condition, which is
+ * handy while iterating but not what ships: tsx keeps function names by wrapping every
+ * closure it creates, and the kit creates several per call (15 % of (b)'s CPU).
+ */
+export type ServerMode = "compiled" | "source";
+
+/** BENCH_SOURCE=1 selects "source"; anything else the default. */
+export function serverMode(): ServerMode {
+  return process.env.BENCH_SOURCE === "1" ? "source" : "compiled";
+}
+
+/** node's arguments for a server entry given as its bench/…/*.ts source path. */
+function nodeArgs(entry: string, mode: ServerMode): string[] {
+  if (mode === "source") return ["--conditions=development", "--import", "tsx", entry];
+  const compiled = join(COMPILED_ROOT, relative(BENCH_ROOT, entry)).replace(/\.ts$/, ".js");
+  if (!existsSync(compiled)) {
+    throw new Error(`${compiled} is missing: run \`make bench-build\` (or set BENCH_SOURCE=1)`);
+  }
+  return [compiled];
+}
+
+/**
+ * Starts `taskset -c <cpu> node <flags> <entry>` ({@link ServerMode}) and waits for its
+ * ready line on stdout. taskset execs node, so the child's pid is the server's.
  */
 export async function startServer(options: {
   name: string;
@@ -40,21 +71,23 @@ export async function startServer(options: {
   nodeFlags?: string[];
   timeoutMs?: number;
 }): Promise<ServerChild> {
+  const mode = serverMode();
   const child = spawn(
     "taskset",
     [
       "-c",
       options.cpu,
       process.execPath,
-      "--conditions=development",
-      "--import",
-      "tsx",
       ...(options.nodeFlags ?? []),
-      options.entry,
+      ...nodeArgs(options.entry, mode),
     ],
     {
       cwd: options.cwd,
-      env: { ...process.env, ...options.env },
+      env: {
+        ...process.env,
+        ...(mode === "compiled" ? { NODE_ENV: "production" } : {}),
+        ...options.env,
+      },
       stdio: ["ignore", "pipe", "pipe"],
     },
   );

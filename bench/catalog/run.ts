@@ -44,7 +44,7 @@ import {
 } from "@meshmart/kit/testing";
 import { printProblems, printWarnings, runStamp, writeResults } from "../lib/report.js";
 import { runBenchmark } from "../lib/run-benchmark.js";
-import { killAllServers, type ServerChild, startServer } from "./children.js";
+import { killAllServers, type ServerChild, serverMode, startServer } from "./children.js";
 import { type H2loadResult, percentiles, runH2load } from "./h2load.js";
 import { cpusAllowed, hwmMb, MachineMonitor, machineBusy, Sampler } from "./proc.js";
 
@@ -217,6 +217,11 @@ async function main(): Promise<void> {
       `Connect --h1 -c ${settings.h1Connections} -m 1; warm-up ${settings.warmupSeconds} s, then ` +
       `${settings.rounds} rounds x ${roundSeconds} s per target`,
   );
+  say(
+    serverMode() === "compiled"
+      ? "servers: compiled (node on tsc output, NODE_ENV=production, as the images run)"
+      : "servers: from source under tsx (BENCH_SOURCE=1): NOT what ships, slower than compiled",
+  );
   if (settings.nodeFlags.length > 0) say(`server node flags: ${settings.nodeFlags.join(" ")}`);
   if (settings.cpuProf.size > 0) {
     say(`!! --cpu-prof on ${[...settings.cpuProf].join(",")}: figures are NOT comparable`);
@@ -386,6 +391,7 @@ async function main(): Promise<void> {
     h2load: h2loadVersion(),
     settings: {
       ...settings,
+      serverMode: serverMode(),
       roundSeconds,
       only: [...settings.only],
       cpuProf: [...settings.cpuProf],

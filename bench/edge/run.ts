@@ -15,7 +15,7 @@ import { spawnSync } from "node:child_process";
 import { mkdtemp, rm, writeFile } from "node:fs/promises";
 import { availableParallelism, cpus, tmpdir } from "node:os";
 import { join } from "node:path";
-import { killAllServers, type ServerChild, startServer } from "../catalog/children.js";
+import { killAllServers, type ServerChild, serverMode, startServer } from "../catalog/children.js";
 import { type H2loadResult, percentiles, runH2load } from "../catalog/h2load.js";
 import { cpusAllowed, MachineMonitor, machineBusy, Sampler } from "../catalog/proc.js";
 import { printProblems, printWarnings, writeResults } from "../lib/report.js";
@@ -82,6 +82,9 @@ async function main(): Promise<void> {
   cleanups.push(() => rm(work, { recursive: true, force: true }));
   say(`meshmart edge benchmark: ${started.toISOString()}`);
   say(`node ${process.version}, ${cpus()[0]?.model ?? "?"} x${availableParallelism()}`);
+  say(
+    `servers: ${serverMode() === "compiled" ? "compiled, as the images run" : "from source under tsx (BENCH_SOURCE=1)"}`,
+  );
   say(
     `h2load on cpu ${settings.loadCpu}; catalog on cpu ${settings.catalogCpu}, edge on cpu ${settings.edgeCpu}; ` +
       `gRPC -c ${settings.connections} -m ${settings.streams}; edge --h1 -c ${settings.h1Connections} -m 1; ` +
@@ -251,7 +254,7 @@ async function main(): Promise<void> {
   }
   printWarnings(say, warnings);
   const resultsFile = await writeResults("edge", started, {
-    settings: { ...settings, roundSeconds },
+    settings: { ...settings, roundSeconds, serverMode: serverMode() },
     machineBusyBefore: busy,
     results,
     ratio,
