@@ -18,6 +18,8 @@ import { headersGetter, tracingExports } from "../observability/tracing.js";
 export function createTracingInterceptor(): Interceptor {
   const tracer = trace.getTracer("meshmart-kit");
   return (next) => (req) => {
+    // Nothing to record and no trace to continue: a span would be an invalid, empty one.
+    if (!tracingExports() && !req.header.has("traceparent")) return next(req);
     const parent = propagation.extract(ROOT_CONTEXT, req.header, headersGetter);
     const span = tracer.startSpan(
       `${req.service.typeName}/${req.method.name}`,

@@ -110,6 +110,8 @@ export async function startServiceHost(options: ServiceHostOptions): Promise<Ser
     "grpc.keepalive_time_ms": 60_000,
     "grpc.keepalive_timeout_ms": 20_000,
     "grpc.max_concurrent_streams": 1000,
+    // Nothing serves channelz here, and its per-call bookkeeping is ~5 % of a small RPC.
+    "grpc.enable_channelz": 0,
   });
   addServicesToGrpcServer(grpcServer, registrations, {
     interceptors: options.interceptors,
