@@ -2,7 +2,7 @@
 import { readdirSync, readFileSync } from "node:fs";
 import { cpuSeconds } from "../catalog/proc.js";
 
-/** The mesh's service processes: our children running services/<name>/src/main.ts. */
+/** The mesh's service processes: our children running services/<name>/{src/main.ts,dist/src/main.js}. */
 export function servicePids(): Map<string, number> {
   const out = new Map<string, number>();
   for (const entry of readdirSync("/proc")) {
@@ -12,7 +12,7 @@ export function servicePids(): Map<string, number> {
       const ppid = Number(stat.slice(stat.lastIndexOf(")") + 2).split(" ")[1]);
       if (ppid !== process.pid) continue;
       const cmdline = readFileSync(`/proc/${entry}/cmdline`, "utf8");
-      const m = /services\/([a-z]+)\/src\/main\.ts/.exec(cmdline);
+      const m = /services\/([a-z]+)\/(?:dist\/)?src\/main\.[jt]s/.exec(cmdline);
       if (m?.[1] !== undefined) out.set(m[1], Number(entry));
     } catch {
       // The process went away while we looked.

@@ -104,6 +104,9 @@ async function main(): Promise<void> {
   say(`meshmart orders benchmark: ${started.toISOString()}`);
   say(`node ${process.version}, ${cpus()[0]?.model ?? "?"} x${availableParallelism()}`);
   say(
+    `services: ${process.env.BENCH_SOURCE === "1" ? "from source under tsx (BENCH_SOURCE=1)" : "compiled, as the images run"}`,
+  );
+  say(
     `mode ${settings.mode}: ${settings.concurrency} ${settings.mode === "respond" ? "PlaceOrder calls in flight" : "orders open (placed, not yet CONFIRMED)"} over gRPC; warm-up ${settings.warmupSeconds} s, ` +
       `measured ${settings.durationSeconds} s; ${settings.products} products, ${settings.customers} customers, card ${CARD.number.slice(-4)}`,
   );
@@ -118,6 +121,7 @@ async function main(): Promise<void> {
   const mesh = await startMesh({
     label: "bench_orders",
     services: SERVICES,
+    compiled: process.env.BENCH_SOURCE !== "1",
     env: { SEED_DEMO: "false" },
     serviceEnv: {
       identity: {

@@ -1,4 +1,5 @@
 import { randomBytes } from "node:crypto";
+import { existsSync } from "node:fs";
 import { dirname, join } from "node:path";
 import { fileURLToPath } from "node:url";
 import {
@@ -46,6 +47,11 @@ export interface MeshOptions {
   env?: Record<string, string>;
   /** Settings for one service, by name. */
   serviceEnv?: Record<string, Record<string, string>>;
+  /**
+   * Run each process from its tsc output (`make build`) with NODE_ENV=production, as the
+   * images do, instead of its source under tsx. Benchmarks want this; tests need no build.
+   */
+  compiled?: boolean;
 }
 
 /** The mesh as separate processes (what `make up` runs), each with its own database. */
@@ -137,16 +143,17 @@ export async function startMesh(options: MeshOptions): Promise<Mesh> {
       env: baseEnv,
     });
     commands.set(spec.name, {
-      args: ["--conditions=development", "--import", "tsx", entryPoint(spec.name)],
-      env,
+      args: nodeArgs(entryPoint(spec.name), options.compiled === true),
+      env: options.compiled === true ? { ...env, NODE_ENV: "production" } : env,
       admin: own.admin,
     });
   }
   if (options.edge === true) {
     commands.set("edge", {
-      args: ["--conditions=development", "--import", "tsx", "edge/src/main.ts"],
+      args: nodeArgs("edge/src/main.ts", options.compiled === true),
       env: {
         ...baseEnv,
+        ...(options.compiled === true ? { NODE_ENV: "production" } : {}),
         EDGE_PORT: String(edgePorts.rest),
         EDGE_H2C_PORT: String(edgePorts.h2c),
         EDGE_RATE_LIMIT: "100000/100000",
@@ -230,4 +237,12 @@ export async function startMesh(options: MeshOptions): Promise<Mesh> {
     throw reason;
   }
   return mesh;
+}
+
+/** node's arguments for `<workspace>/src/<x>.ts`: the source under tsx, or its dist/ build. */
+function nodeArgs(source: string, compiled: boolean): string[] {
+  if (!compiled) return ["--conditions=development", "--import", "tsx", source];
+  const built = source.replace(/\/src\/(.*)\.ts$/, "/dist/src/$1.js");
+  if (!existsSync(join(ROOT, built))) throw new Error(`${built} is missing: run \`make build\``);
+  return [built];
 }

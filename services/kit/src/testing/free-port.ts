@@ -1,20 +1,54 @@
+import { readFileSync } from "node:fs";
 import { createServer, Socket } from "node:net";
 
 /**
- * A TCP port that was free on 127.0.0.1 a moment ago (the kernel picks it; we close it
- * again). Another process can take it before the caller binds, so callers that start a
- * server on it should retry with a new port when the bind fails.
+ * Where {@link freePort} looks: below the kernel's ephemeral range. A port from bind(0)
+ * is an ephemeral one, and until the caller binds it any outgoing connection (to
+ * Postgres, NATS, another service) may get it as its local port, which then makes the
+ * listen fail with EADDRINUSE. Below the range only a deliberate bind can collide.
  */
-export function freePort(): Promise<number> {
-  return new Promise((resolve, reject) => {
+function portRange(): { low: number; high: number } {
+  let ephemeralLow = 32_768;
+  try {
+    const [low] = readFileSync("/proc/sys/net/ipv4/ip_local_port_range", "utf8")
+      .trim()
+      .split(/\s+/);
+    if (low !== undefined && Number.parseInt(low, 10) > 12_000)
+      ephemeralLow = Number.parseInt(low, 10);
+  } catch {
+    // Not Linux: the usual default.
+  }
+  return { low: 10_000, high: ephemeralLow - 1 };
+}
+
+const range = portRange();
+/** Ports this process already handed out: never twice, even once they are free again. */
+const handedOut = new Set<number>();
+
+/**
+ * A TCP port that was free on 127.0.0.1 a moment ago, outside the ephemeral range and
+ * never returned twice by this process. Another process can still take it before the
+ * caller binds, so callers that start a server on it should retry with a new port when
+ * the bind fails.
+ */
+export async function freePort(): Promise<number> {
+  for (let attempt = 0; attempt < 200; attempt++) {
+    const port = range.low + Math.floor(Math.random() * (range.high - range.low + 1));
+    if (handedOut.has(port)) continue;
+    if (await canListen(port)) {
+      handedOut.add(port);
+      return port;
+    }
+  }
+  throw new Error(`no free port in ${range.low}-${range.high} after 200 tries`);
+}
+
+function canListen(port: number): Promise<boolean> {
+  return new Promise((resolve) => {
     const server = createServer();
     server.unref();
-    server.once("error", reject);
-    server.listen(0, "127.0.0.1", () => {
-      const address = server.address();
-      const port = typeof address === "object" && address !== null ? address.port : 0;
-      server.close(() => (port > 0 ? resolve(port) : reject(new Error("no port assigned"))));
-    });
+    server.once("error", () => resolve(false));
+    server.listen(port, "127.0.0.1", () => server.close(() => resolve(true)));
   });
 }
 
