@@ -24,6 +24,9 @@ export function createRedis(options: RedisOptions): Redis {
     disconnectTimeout: 200,
     commandTimeout: 500,
     retryStrategy: (attempt) => Math.min(attempt * 200, 2_000),
+    // Commands issued in the same tick share one socket write: under concurrent load
+    // a write per GET is most of a cache hit's cost.
+    enableAutoPipelining: true,
   });
   let down = false;
   redis.on("error", (err: Error) => {
