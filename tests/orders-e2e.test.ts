@@ -161,3 +161,48 @@ test("signup, login, browse; a good card confirms and a declined one cancels, ea
     [declined.order.id, placed.order.id],
   );
 });
+
+test("GET /v1/orders/{id}:watch streams the order as a growing JSON array until it is terminal", async () => {
+  const email = `watcher-${randomUUID()}@example.com`;
+  const password = "correct horse battery staple";
+  await rest("POST", "/v1/users", { email, password, displayName: "Watcher" });
+  const { accessToken } = await rest("POST", "/v1/sessions", { email, password });
+  const { products } = await rest("GET", "/v1/products?page_size=1");
+  const placed = await rest(
+    "POST",
+    "/v1/orders",
+    {
+      requestId: randomUUID(),
+      items: [{ productId: products[0].id, quantity: 1 }],
+      payment: { card: card("4242424242424242") },
+    },
+    accessToken,
+  );
+
+  const res = await fetch(`${mesh.edgeUrl}/v1/orders/${placed.order.id}:watch`, {
+    headers: { authorization: `Bearer ${accessToken}` },
+  });
+  assert.equal(res.status, 200);
+  assert.equal(res.headers.get("content-type"), "application/json");
+  const text = await res.text();
+  // Envoy's transcoder shape: "[" first, "," next, …, "]" once the stream ended.
+  assert.match(text, /^\[\{.*\}\]$/s);
+  const states = JSON.parse(text) as Json[];
+  assert.ok(states.every((s) => s.order.id === placed.order.id));
+  const statuses = states.map((s) => s.order.status as string);
+  assert.equal(statuses.at(-1), "ORDER_STATUS_CONFIRMED");
+  assert.ok(
+    statuses.slice(0, -1).every((s) => s === "ORDER_STATUS_PENDING"),
+    statuses.join(),
+  );
+
+  // Failures before the first message are ordinary REST errors with a google.rpc.Status body.
+  const missing = await fetch(`${mesh.edgeUrl}/v1/orders/${randomUUID()}:watch`, {
+    headers: { authorization: `Bearer ${accessToken}` },
+  });
+  assert.equal(missing.status, 404);
+  assert.equal(((await missing.json()) as Json).code, 5);
+  const anonymous = await fetch(`${mesh.edgeUrl}/v1/orders/${placed.order.id}:watch`);
+  assert.equal(anonymous.status, 401);
+  await anonymous.body?.cancel();
+});

@@ -5,7 +5,8 @@
  * channel, interceptor and resolver layers serve features the edge does not use; see
  * bench/edge/client-compare.ts). This
  * speaks the protocol directly: one HTTP/2 session per upstream, a 5-byte-framed message,
- * grpc-timeout, and the status from trailers (or trailers-only headers).
+ * grpc-timeout, and the status from trailers (or trailers-only headers). Server-streaming
+ * calls (WatchOrder's REST form) read the response frame by frame.
  */
 import {
   type ClientHttp2Session,
@@ -16,6 +17,8 @@ import {
 } from "node:http2";
 import {
   type DescMessage,
+  type DescMethod,
+  type DescMethodServerStreaming,
   type DescMethodUnary,
   fromBinary,
   type MessageShape,
@@ -75,22 +78,8 @@ export function createH2GrpcClient(address: string): H2GrpcClient {
           reject(new ConnectError("the request was cancelled", Code.Canceled));
           return;
         }
-        const headers: OutgoingHttpHeaders = {
-          [constants.HTTP2_HEADER_METHOD]: "POST",
-          [constants.HTTP2_HEADER_PATH]: `/${method.parent.typeName}/${method.name}`,
-          "content-type": "application/grpc+proto",
-          te: "trailers",
-        };
-        if (timeoutMs !== undefined)
-          headers["grpc-timeout"] = `${Math.max(1, Math.ceil(timeoutMs))}m`;
-        if (header !== undefined) {
-          for (const [key, value] of header) if (!RESERVED.has(key)) headers[key] = value;
-        }
-        const body = toBinary(method.input, message);
-        const frame = Buffer.allocUnsafe(5 + body.byteLength);
-        frame.writeUInt8(0, 0);
-        frame.writeUInt32BE(body.byteLength, 1);
-        frame.set(body, 5);
+        const headers = requestHeaders(method, timeoutMs, header);
+        const frame = requestFrame(method.input, message);
 
         let settled = false;
         let responded = false;
@@ -160,11 +149,190 @@ export function createH2GrpcClient(address: string): H2GrpcClient {
         stream.end(frame);
       });
     },
+    async *serverStream<I extends DescMessage, O extends DescMessage>(
+      method: DescMethodServerStreaming<I, O>,
+      signal: AbortSignal | undefined,
+      timeoutMs: number | undefined,
+      header: Headers | undefined,
+      message: MessageShape<I>,
+    ): AsyncGenerator<MessageShape<O>> {
+      if (signal?.aborted) throw new ConnectError("the request was cancelled", Code.Canceled);
+      const headers = requestHeaders(method, timeoutMs, header);
+      let stream: ReturnType<ClientHttp2Session["request"]>;
+      try {
+        stream = open().request(headers);
+      } catch (reason) {
+        throw unavailable(reason);
+      }
+      const received: MessageShape<O>[] = [];
+      const frames = createFrameReader();
+      let responseHeaders: IncomingHttpHeaders | undefined;
+      let trailers: IncomingHttpHeaders | undefined;
+      let ended = false;
+      let failure: unknown;
+      let wake: (() => void) | undefined;
+      const notify = () => {
+        const w = wake;
+        wake = undefined;
+        w?.();
+      };
+      const end = (reason?: unknown) => {
+        if (ended) return;
+        ended = true;
+        failure = reason;
+        notify();
+      };
+      const onAbort = () => {
+        stream.close(constants.NGHTTP2_CANCEL);
+        end(new ConnectError("the request was cancelled", Code.Canceled));
+      };
+      signal?.addEventListener("abort", onAbort, { once: true });
+      const timer =
+        timeoutMs === undefined
+          ? undefined
+          : setTimeout(() => {
+              stream.close(constants.NGHTTP2_CANCEL);
+              end(new ConnectError("upstream request timeout", Code.DeadlineExceeded));
+            }, timeoutMs);
+      stream.on("response", (h) => {
+        responseHeaders = h;
+        const status = Number(h[constants.HTTP2_HEADER_STATUS]);
+        if (status !== 200) {
+          stream.close(constants.NGHTTP2_CANCEL);
+          end(new ConnectError(`upstream answered HTTP ${status}`, Code.Unavailable));
+        }
+      });
+      stream.on("trailers", (t) => {
+        trailers = t;
+      });
+      stream.on("data", (chunk: Buffer) => {
+        try {
+          for (const bytes of frames.push(chunk)) received.push(fromBinary(method.output, bytes));
+        } catch (reason) {
+          stream.close(constants.NGHTTP2_CANCEL);
+          end(reason instanceof ConnectError ? reason : malformed(reason));
+          return;
+        }
+        // A slow reader downstream: stop reading (HTTP/2 flow control holds the server).
+        if (received.length >= MAX_BUFFERED) stream.pause();
+        notify();
+      });
+      stream.on("error", (err) => {
+        end(
+          responseHeaders === undefined
+            ? unavailable(err)
+            : new ConnectError("upstream stream error", Code.Unavailable),
+        );
+      });
+      stream.on("close", () => {
+        if (responseHeaders === undefined) {
+          end(unavailable(new Error(`stream closed (${stream.rstCode})`)));
+          return;
+        }
+        const error = findTrailerError(toHeaders(trailers ?? responseHeaders));
+        if (error !== undefined) end(error);
+        else if (frames.pending() > 0) end(malformed("a truncated message frame"));
+        else end();
+      });
+      stream.end(requestFrame(method.input, message));
+      try {
+        for (;;) {
+          const next = received.shift();
+          if (next !== undefined) {
+            if (received.length === 0 && stream.isPaused()) stream.resume();
+            yield next;
+            continue;
+          }
+          if (ended) {
+            if (failure !== undefined) throw failure;
+            return;
+          }
+          await new Promise<void>((resolve) => {
+            wake = resolve;
+          });
+        }
+      } finally {
+        if (timer !== undefined) clearTimeout(timer);
+        signal?.removeEventListener("abort", onAbort);
+        // The consumer stopped early (client gone, error): the upstream call is over too.
+        if (!stream.closed) stream.close(constants.NGHTTP2_CANCEL);
+      }
+    },
     close() {
       session?.close();
       session = undefined;
     },
   };
+}
+
+/** Messages a stream holds for a slow reader before it stops reading from the upstream. */
+const MAX_BUFFERED = 16;
+
+/** The request's HTTP/2 headers: gRPC's, the deadline, and the caller's (minus reserved ones). */
+function requestHeaders(
+  method: DescMethod,
+  timeoutMs: number | undefined,
+  header: Headers | undefined,
+): OutgoingHttpHeaders {
+  const headers: OutgoingHttpHeaders = {
+    [constants.HTTP2_HEADER_METHOD]: "POST",
+    [constants.HTTP2_HEADER_PATH]: `/${method.parent.typeName}/${method.name}`,
+    "content-type": "application/grpc+proto",
+    te: "trailers",
+  };
+  if (timeoutMs !== undefined) headers["grpc-timeout"] = `${Math.max(1, Math.ceil(timeoutMs))}m`;
+  if (header !== undefined) {
+    for (const [key, value] of header) if (!RESERVED.has(key)) headers[key] = value;
+  }
+  return headers;
+}
+
+/** The request message as one gRPC length-prefixed frame (flag 0: uncompressed). */
+function requestFrame<I extends DescMessage>(schema: I, message: MessageShape<I>): Buffer {
+  const body = toBinary(schema, message);
+  const frame = Buffer.allocUnsafe(5 + body.byteLength);
+  frame.writeUInt8(0, 0);
+  frame.writeUInt32BE(body.byteLength, 1);
+  frame.set(body, 5);
+  return frame;
+}
+
+/**
+ * Splits a response body into gRPC messages as its chunks arrive: a frame may span
+ * chunks, and a chunk may hold several frames.
+ */
+function createFrameReader() {
+  let buffer: Buffer = Buffer.alloc(0);
+  return {
+    /** The complete messages `chunk` finishes; throws on a compressed or oversized frame. */
+    push(chunk: Buffer): Buffer[] {
+      buffer = buffer.length === 0 ? chunk : Buffer.concat([buffer, chunk]);
+      const messages: Buffer[] = [];
+      while (buffer.length >= 5) {
+        if ((buffer.readUInt8(0) & 1) === 1) {
+          throw new ConnectError("upstream sent a compressed message", Code.Internal);
+        }
+        const length = buffer.readUInt32BE(1);
+        if (length > MAX_MESSAGE_BYTES) {
+          throw new ConnectError("upstream sent an oversized message", Code.Internal);
+        }
+        if (buffer.length < 5 + length) break;
+        messages.push(buffer.subarray(5, 5 + length));
+        buffer = buffer.subarray(5 + length);
+      }
+      return messages;
+    },
+    /** Bytes of an unfinished frame. */
+    pending: () => buffer.length,
+  };
+}
+
+/** The largest message a stream accepts (the edge's response body limit, as in Envoy). */
+const MAX_MESSAGE_BYTES = 4 * 1024 * 1024;
+
+function malformed(reason: unknown): ConnectError {
+  const detail = reason instanceof Error ? reason.message : String(reason);
+  return new ConnectError(`upstream sent a malformed message: ${detail}`, Code.Internal);
 }
 
 /** The response message, or the error the status in trailers (or trailers-only headers) says. */

@@ -20,6 +20,7 @@ import type { AddressInfo } from "node:net";
 import {
   createRegistry,
   type DescFile,
+  type DescMethodServerStreaming,
   type DescMethodUnary,
   type Registry,
 } from "@bufbuild/protobuf";
@@ -45,6 +46,7 @@ import {
   type HttpBinding,
   PathDecodeError,
 } from "./http-rules.js";
+import { sendJsonArrayStream } from "./json-array-stream.js";
 import { openApiHandler } from "./openapi.js";
 import {
   createGlobalLimiter,
@@ -477,9 +479,9 @@ export async function startEdge(
       upstream = upstreamOf(binding);
       await admit(req, rpcName(binding));
       const method = binding.method;
-      if (method.methodKind !== "unary") {
+      if (method.methodKind !== "unary" && method.methodKind !== "server_streaming") {
         throw new EdgeError(
-          "streaming methods are not served by the local edge",
+          "client and bidi streaming methods have no REST form",
           Code.Unimplemented,
         );
       }
@@ -493,6 +495,21 @@ export async function startEdge(
       for (const name of FORWARDED) {
         const value = req.headers[name];
         if (typeof value === "string") headers.set(name, value);
+      }
+      if (method.methodKind === "server_streaming") {
+        // As Envoy's routes for streams: no overall timeout (the service caps its streams).
+        await sendJsonArrayStream(
+          res,
+          client.serverStream(
+            method as DescMethodServerStreaming,
+            abort.signal,
+            undefined,
+            headers,
+            input,
+          ),
+          (message) => responseJson(binding, message, registry),
+        );
+        return;
       }
       const result = await client.unary(
         method as DescMethodUnary,

@@ -10,6 +10,7 @@ import {
   create,
   createFileRegistry,
   type DescMessage,
+  type DescMethodServerStreaming,
   type DescMethodUnary,
   type MessageShape,
 } from "@bufbuild/protobuf";
@@ -97,6 +98,14 @@ export interface UpstreamClient {
     header: Headers | undefined,
     message: MessageShape<I>,
   ): Promise<{ message: MessageShape<O> }>;
+  /** A server-streaming call: the messages as they arrive, then the status (thrown if not OK). */
+  serverStream<I extends DescMessage, O extends DescMessage>(
+    method: DescMethodServerStreaming<I, O>,
+    signal: AbortSignal | undefined,
+    timeoutMs: number | undefined,
+    header: Headers | undefined,
+    message: MessageShape<I>,
+  ): AsyncIterable<MessageShape<O>>;
 }
 
 /** The upstream pool: a client per service name ("catalog", "identity", …). */
