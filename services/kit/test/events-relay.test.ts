@@ -1,4 +1,6 @@
 import assert from "node:assert/strict";
+import { once } from "node:events";
+import { createServer, type Server, type Socket, connect as tcpConnect } from "node:net";
 import { after, before, describe, test } from "node:test";
 import { fromBinary } from "@bufbuild/protobuf";
 import { Registry } from "prom-client";
@@ -7,6 +9,7 @@ import {
   ProductDeletedSchema,
 } from "../gen/meshmart/catalog/v1/events_pb.js";
 import { UserSignedUpSchema } from "../gen/meshmart/identity/v1/events_pb.js";
+import { createPostgres } from "../src/data/postgres.js";
 import { newEvent, type OutboundEvent, writeEvents } from "../src/events/outbox.js";
 import { createOutboxRelay, type OutboxRelay } from "../src/events/relay.js";
 import { ensureStreams } from "../src/events/streams.js";
@@ -257,4 +260,68 @@ describe("outbox relay", () => {
       await r.stop();
     }
   });
+
+  test("a LISTEN check stuck on a connection that never answers does not hold up publishing", async () => {
+    await reset();
+    const proxy = await startProxy(new URL(fx.databaseUrl));
+    const url = new URL(fx.databaseUrl);
+    url.port = String(proxy.port);
+    const sql = createPostgres({ url: url.href, service: "events-test", logger: silentLogger });
+    const r = relay({ sql, pollIntervalMs: 50, listenCheckMs: 100 });
+    try {
+      r.start();
+      const listens = () => fx.sql<{ pid: number }[]>`
+        select pid from pg_stat_activity
+        where datname = current_database() and query ilike 'listen %'`;
+      await waitFor("the relay's LISTEN", async () => (await listens()).length > 0);
+      // From now on a new connection gets in but never hears back; then the LISTEN's dies.
+      proxy.freezeNewConnections();
+      await fx.sql`select pg_terminate_backend(pid) from pg_stat_activity
+        where datname = current_database() and query ilike 'listen %'`;
+      await new Promise((resolve) => setTimeout(resolve, 300));
+      const event = created("past-a-stuck-check");
+      const started = Date.now();
+      await write(event);
+      await waitFor("the event in the stream", async () =>
+        (await catalogStream()).some((m) => m.header.get("Nats-Msg-Id") === event.eventId),
+      );
+      // Polling published it; a loop waiting on the check would wait out the connect timeout.
+      assert.ok(Date.now() - started < 3_000, `published after ${Date.now() - started} ms`);
+    } finally {
+      await r.stop();
+      await sql.end({ timeout: 1 });
+      await proxy.close();
+    }
+  });
 });
+
+/** A TCP proxy to Postgres whose new connections can be frozen: accepted, never answered. */
+async function startProxy(target: URL) {
+  let frozen = false;
+  const sockets = new Set<Socket>();
+  const server: Server = createServer((client) => {
+    sockets.add(client);
+    client.on("close", () => sockets.delete(client));
+    client.on("error", () => {});
+    if (frozen) return;
+    const upstream = tcpConnect(Number(target.port || 5432), target.hostname);
+    sockets.add(upstream);
+    upstream.on("close", () => sockets.delete(upstream));
+    upstream.on("error", () => client.destroy());
+    client.on("error", () => upstream.destroy());
+    client.pipe(upstream).pipe(client);
+  });
+  server.listen(0, "127.0.0.1");
+  await once(server, "listening");
+  const address = server.address();
+  return {
+    port: typeof address === "object" && address !== null ? address.port : 0,
+    freezeNewConnections() {
+      frozen = true;
+    },
+    async close() {
+      for (const socket of sockets) socket.destroy();
+      await new Promise((resolve) => server.close(resolve));
+    },
+  };
+}

@@ -255,18 +255,27 @@ export function createOutboxRelay(options: OutboxRelayOptions): OutboxRelay {
     }
   };
 
-  const listener = createListenSupervisor({ sql, log, onNotify: wake });
+  const listener = createListenSupervisor({
+    sql,
+    log,
+    onNotify: wake,
+    timeoutMs: LISTEN_CHECK_TIMEOUT_MS,
+  });
+  // The LISTEN is checked on its own timer: a check waiting on a dead connection must
+  // not hold up publishing, which polling keeps going meanwhile.
+  let checking: Promise<void> | undefined;
+  let checkTimer: NodeJS.Timeout | undefined;
+  const checkListen = () => {
+    if (checking !== undefined || stopped) return;
+    checking = listener.check().finally(() => {
+      checking = undefined;
+    });
+  };
 
   const loop = async () => {
     let failures = 0;
-    let lastListenCheck = 0;
     let nextPollAt = 0;
     while (!stopped) {
-      if (Date.now() - lastListenCheck >= listenCheckMs) {
-        lastListenCheck = Date.now();
-        await listener.check();
-      }
-      // A wake-up only for the LISTEN check publishes nothing.
       if (notified || Date.now() >= nextPollAt) {
         notified = false;
         const result = await serialized(batch);
@@ -290,15 +299,13 @@ export function createOutboxRelay(options: OutboxRelayOptions): OutboxRelay {
           log.info({ failures }, "outbox publishing recovered");
           failures = 0;
           // Whatever broke (Postgres most likely) may have taken the LISTEN with it.
-          lastListenCheck = 0;
+          checkListen();
         }
         if (result.more) continue;
         nextPollAt = Date.now() + pollIntervalMs;
         await cleanup();
       }
-      const untilPoll = nextPollAt - Date.now();
-      const untilCheck = lastListenCheck + listenCheckMs - Date.now();
-      await pause(Math.max(0, Math.min(untilPoll, untilCheck)), true);
+      await pause(Math.max(0, nextPollAt - Date.now()), true);
     }
   };
 
@@ -310,15 +317,21 @@ export function createOutboxRelay(options: OutboxRelayOptions): OutboxRelay {
         log.error({ err: errorMessage(reason) }, "outbox relay stopped unexpectedly");
       });
       running = relayed;
+      checkListen();
+      checkTimer = setInterval(checkListen, listenCheckMs);
+      checkTimer.unref();
       log.info({ batchSize, pollIntervalMs }, "outbox relay started");
     },
     async stop() {
       if (stopped) return;
       stopped = true;
       interrupt?.();
+      clearInterval(checkTimer);
       await running;
       running = undefined;
+      // Closing ends a check still waiting on the LISTEN connection.
       await listener.close();
+      await checking;
     },
     async flush() {
       let total = 0;
@@ -346,6 +359,9 @@ interface ListenSupervisor {
   close(): Promise<void>;
 }
 
+/** Longest a LISTEN check waits on Postgres; generous, since only the check waits. */
+const LISTEN_CHECK_TIMEOUT_MS = 5_000;
+
 /**
  * Keeps a LISTEN on the outbox channel alive across Postgres restarts, on a connection of
  * its own. (postgres.js's `sql.listen` re-issues LISTEN once when its connection closes;
@@ -357,6 +373,8 @@ function createListenSupervisor(options: {
   sql: Sql;
   log: Logger;
   onNotify: () => void;
+  /** How long a check may wait on Postgres before its LISTEN connection is replaced. */
+  timeoutMs: number;
 }): ListenSupervisor {
   const { sql, log } = options;
   const ping = `ping:${randomBytes(8).toString("hex")}`;
@@ -393,21 +411,40 @@ function createListenSupervisor(options: {
   return {
     async check() {
       if (closed) return;
+      let timer: NodeJS.Timeout | undefined;
+      const timedOut = new Promise<never>((_, reject) => {
+        timer = setTimeout(
+          () => reject(new Error(`no answer within ${options.timeoutMs} ms`)),
+          options.timeoutMs,
+        );
+      });
+      const current = client ?? open();
+      client = current;
+      let listenFailed = false;
       try {
         if (!listening || awaitingEcho) {
-          client ??= open();
-          await client.unsafe(`listen ${OUTBOX_CHANNEL}`);
+          listenFailed = true;
+          await Promise.race([current.unsafe(`listen ${OUTBOX_CHANNEL}`), timedOut]);
+          listenFailed = false;
           listening = true;
           awaitingEcho = false;
           if (everListened) log.info("outbox LISTEN re-established");
           everListened = true;
         }
         awaitingEcho = true;
-        await sql`select pg_notify(${OUTBOX_CHANNEL}, ${ping})`;
+        await Promise.race([sql`select pg_notify(${OUTBOX_CHANNEL}, ${ping})`, timedOut]);
       } catch (reason) {
-        // Postgres is away: polling covers until a later check succeeds.
+        // Postgres is away or the connection hangs: polling covers until a later check
+        // succeeds, on a fresh connection if this one did not answer.
         awaitingEcho = true;
+        if (listenFailed && !closed && client === current) {
+          listening = false;
+          client = undefined;
+          void current.end({ timeout: 0 }).catch(() => {});
+        }
         log.debug({ err: errorMessage(reason) }, "outbox LISTEN check failed");
+      } finally {
+        clearTimeout(timer);
       }
     },
     suspect() {
