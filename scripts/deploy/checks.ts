@@ -128,7 +128,11 @@ export function checkNoSecretValues(objects: readonly K8sObject[]): string[] {
       for (const e of arr(c.env).map(obj)) {
         const name = String(e.name);
         if (typeof e.value !== "string") continue;
-        if (secretName.test(name)) out.push(`${describe(w)}: ${name} is set literally`);
+        // Allowed: a value made only of references to other variables (and quotes around them).
+        const literal = e.value.replace(/\$\([A-Z_][A-Z0-9_]*\)/g, "").replace(/"/g, "");
+        if (secretName.test(name) && literal !== "") {
+          out.push(`${describe(w)}: ${name} is set literally`);
+        }
         // A URL may carry a password only as a reference to another variable.
         const userinfo = /^[a-z]+:\/\/[^:@/]+:([^@]*)@/.exec(e.value);
         if (userinfo && !/^\$\([A-Z_]+\)$/.test(userinfo[1] ?? "")) {

@@ -23,6 +23,7 @@ import {
   virtualServices,
   workloadObjects,
 } from "./manifests.js";
+import { natsAuthConf } from "./nats-auth.js";
 
 /** Source of the alerting rules, in Prometheus' own format (what promtool reads). */
 export const RULES_FILE = join(REPO_ROOT, "deploy/base/observability/rules.yaml");
@@ -33,11 +34,26 @@ export function generatedFiles(graph: CallGraph): Map<string, K8sObject[]> {
     ["deploy/base/services.generated.yaml", workloadObjects(graph)],
     ["deploy/base/network-policies.generated.yaml", networkPolicies(graph)],
     ["deploy/base/observability/prometheus-rule.generated.yaml", [prometheusRule(graph)]],
+    ["deploy/base/infra/nats-auth.generated.yaml", [natsAuthConfigMap(graph)]],
     ["istio/destination-rules.generated.yaml", destinationRules(graph)],
     ["istio/virtual-services.generated.yaml", virtualServices(graph)],
     ["istio/authorization-policies.generated.yaml", authorizationPolicies(graph)],
     ["istio/sidecars.generated.yaml", sidecars(graph)],
   ]);
+}
+
+/** nats.conf's `authorization` block (users and permissions from the graph), for the NATS pods. */
+export function natsAuthConfigMap(graph: CallGraph): K8sObject {
+  return {
+    apiVersion: "v1",
+    kind: "ConfigMap",
+    metadata: {
+      name: "nats-auth",
+      namespace: graph.dataNamespace,
+      labels: labels("nats", "infra"),
+    },
+    data: { "auth.conf": natsAuthConf(graph) },
+  };
 }
 
 /** rules.yaml wrapped for the Prometheus operator. */

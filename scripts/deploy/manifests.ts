@@ -96,9 +96,6 @@ export function serviceSettings(graph: CallGraph, svc: GraphService): Record<str
   if (svc.name !== graph.jwks.service && graph.jwks.callers.includes(svc.name)) {
     data.AUTH_JWKS_URL = jwksUrl(graph);
   }
-  if (svc.uses.includes("nats")) {
-    data.NATS_URL = `nats://nats.${dataNamespace}.svc.cluster.local:${DATA_PORTS.nats}`;
-  }
   if (svc.uses.includes("redis")) {
     data.REDIS_URL = `redis://redis.${dataNamespace}.svc.cluster.local:${DATA_PORTS.redis}`;
   }
@@ -122,7 +119,7 @@ export function jwksUrl(graph: CallGraph): string {
   return `http://${serviceHost(graph, graph.jwks.service)}:${graph.ports.http}${graph.jwks.path}`;
 }
 
-/** Secret references of a service: its database password and its keys (values never here). */
+/** Secret references of a service: its database and NATS passwords and its keys (values never here). */
 function secretEnv(graph: CallGraph, svc: GraphService): unknown[] {
   const env: unknown[] = [];
   if (svc.uses.includes("postgres")) {
@@ -135,6 +132,20 @@ function secretEnv(graph: CallGraph, svc: GraphService): unknown[] {
         name: "DATABASE_URL",
         // Kubernetes expands $(DB_PASSWORD); the password must be URL-safe (deploy/README.md).
         value: `postgres://${svc.name}:$(DB_PASSWORD)@postgres.${graph.dataNamespace}.svc.cluster.local:${DATA_PORTS.postgres}/${svc.name}`,
+      },
+    );
+  }
+  if (svc.uses.includes("nats")) {
+    env.push(
+      {
+        name: "NATS_PASSWORD",
+        valueFrom: { secretKeyRef: { name: `${svc.name}-nats`, key: "password" } },
+      },
+      {
+        name: "NATS_URL",
+        // The service's own NATS user: its subject permissions come from the graph
+        // (scripts/deploy/nats-auth.ts). The password must be URL-safe, like the database's.
+        value: `nats://${svc.name}:$(NATS_PASSWORD)@nats.${graph.dataNamespace}.svc.cluster.local:${DATA_PORTS.nats}`,
       },
     );
   }

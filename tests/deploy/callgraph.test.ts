@@ -3,6 +3,7 @@ import { mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { test } from "node:test";
+import { EVENT_SUBJECTS } from "@meshmart/kit";
 import { parse } from "yaml";
 import {
   CALLGRAPH_FILE,
@@ -14,6 +15,7 @@ import {
 } from "../../scripts/deploy/callgraph.js";
 import { scanCodeCalls } from "../../scripts/deploy/code-calls.js";
 import { generate } from "../../scripts/deploy/generate.js";
+import { subjectMatches } from "../../scripts/deploy/nats-auth.js";
 
 // deploy/callgraph.yaml is a fact about the code: these tests hold the two together.
 
@@ -144,6 +146,29 @@ test("the events each service publishes in code are the graph's", () => {
       svc.name,
     );
   }
+});
+
+test("each service's publishes patterns cover exactly its domain's event subjects (NATS matching)", () => {
+  const subjects = Object.values(EVENT_SUBJECTS);
+  for (const svc of graph.services.values()) {
+    const own = subjects.filter((s) => s.split(".")[0] === svc.name);
+    for (const subject of own) {
+      assert.ok(
+        svc.publishes.some((p) => subjectMatches(p, subject)),
+        `${svc.name}: no publishes pattern matches ${subject}; NATS would refuse it`,
+      );
+    }
+    for (const pattern of [...svc.publishes, ...svc.consumes, ...svc.localOnlyConsumes]) {
+      assert.ok(
+        subjects.some((s) => subjectMatches(pattern, s)),
+        `${svc.name}: ${pattern} matches no event subject`,
+      );
+    }
+  }
+  assert.ok(subjectMatches("orders.order.*", "orders.order.placed"));
+  assert.ok(!subjectMatches("inventory.*", "inventory.stock.changed"));
+  assert.ok(subjectMatches("inventory.>", "inventory.stock.changed"));
+  assert.ok(!subjectMatches("inventory.>", "inventory"));
 });
 
 test("the edge may call only transcoded methods, and Envoy transcodes exactly the edge's callees", () => {

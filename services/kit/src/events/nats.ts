@@ -20,14 +20,16 @@ export interface ConnectNatsOptions {
  * Status changes are logged with the server's host:port only, never credentials.
  */
 export async function connectNats(options: ConnectNatsOptions): Promise<NatsConnection> {
-  const servers = options.url
+  const listed = options.url
     .split(",")
     .map((s) => s.trim())
     .filter((s) => s !== "");
+  const servers = listed.map(safeNatsUrl);
   let nc: NatsConnection;
   try {
     nc = await connect({
       servers,
+      ...credentialsOf(listed),
       name: options.name,
       maxReconnectAttempts: -1,
       reconnectTimeWait: 2_000,
@@ -38,7 +40,7 @@ export async function connectNats(options: ConnectNatsOptions): Promise<NatsConn
     });
   } catch (reason) {
     const message = reason instanceof Error ? reason.message : String(reason);
-    throw new Error(`cannot connect to NATS at ${servers.map(safeNatsUrl).join(",")}: ${message}`);
+    throw new Error(`cannot connect to NATS at ${servers.join(",")}: ${message}`);
   }
   void watchStatus(nc, options.logger);
   return nc;
@@ -70,6 +72,28 @@ async function watchStatus(nc: NatsConnection, logger: Logger): Promise<void> {
         break;
     }
   }
+}
+
+/**
+ * `user:password@` (or a bare `token@`) in a NATS URL, as the other URLs carry theirs
+ * (DATABASE_URL, REDIS_URL). nats.js ignores credentials in server URLs, so they are
+ * passed as options; every URL in the list must carry the same ones.
+ */
+function credentialsOf(urls: readonly string[]): { user?: string; pass?: string; token?: string } {
+  const found = new Set<string>();
+  for (const url of urls) {
+    const match = /^(?:[a-z]+:\/\/)?([^@/]*)@/.exec(url);
+    found.add(match?.[1] ?? "");
+  }
+  if (found.size > 1) throw new Error("NATS_URL: every server must carry the same credentials");
+  const [userinfo = ""] = found;
+  if (userinfo === "") return {};
+  const colon = userinfo.indexOf(":");
+  if (colon === -1) return { token: decodeURIComponent(userinfo) };
+  return {
+    user: decodeURIComponent(userinfo.slice(0, colon)),
+    pass: decodeURIComponent(userinfo.slice(colon + 1)),
+  };
 }
 
 /** A server address without credentials, for logs and errors. */

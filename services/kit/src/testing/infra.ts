@@ -307,6 +307,8 @@ export interface StartHelperOptions {
   log: (line: string) => void;
   alternative: string;
   pidFile?: string;
+  /** nats-server only: a config file (`-c`; the flags here still win) and its environment. */
+  natsConfig?: { file: string; env: Record<string, string> };
 }
 
 async function startRedis(
@@ -360,7 +362,11 @@ export async function startNats(
       "-sd",
       storeDir,
       ...(options.pidFile === undefined ? [] : ["-P", options.pidFile]),
+      ...(options.natsConfig === undefined ? [] : ["-c", options.natsConfig.file]),
     ],
+    ...(options.natsConfig === undefined
+      ? {}
+      : { env: { ...process.env, ...options.natsConfig.env } }),
     stopSignal: "SIGTERM",
     stopTimeoutMs: 10_000,
   });

@@ -23,13 +23,19 @@ export interface OwnedNats {
  * Starts nats-server -js on a free loopback port with a temporary store. Installs the
  * Debian package when missing and allowed (root), else fails naming it.
  */
-export async function startOwnedNats(): Promise<OwnedNats> {
+export async function startOwnedNats(
+  settings: {
+    /** A nats.conf (e.g. with an authorization block) and the environment it reads. */
+    config?: { file: string; env: Record<string, string> };
+  } = {},
+): Promise<OwnedNats> {
   const port = await freePort();
   const storeDir = await mkdtemp(join(tmpdir(), "meshmart-nats-"));
   const options = {
     installMissing: process.getuid?.() === 0,
     log: () => {},
     alternative: "set TEST_NATS_URL to a NATS server with JetStream",
+    ...(settings.config === undefined ? {} : { natsConfig: settings.config }),
   };
   let child: ManagedChild | undefined = await startNats(port, storeDir, options);
   return {
