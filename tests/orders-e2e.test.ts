@@ -8,6 +8,7 @@ import { InventoryService } from "@meshmart/kit/gen/meshmart/inventory/v1/invent
 import { waitFor } from "@meshmart/kit/testing";
 import { createPaymentsStore } from "@meshmart/payments/store";
 import { type Mesh, startMesh } from "./support/mesh.js";
+import { createRestCall, type Json } from "./support/rest.js";
 
 // The store end to end, as a customer meets it: every service as its own process, the
 // REST edge in front, real Postgres and NATS JetStream behind. A good card confirms; a
@@ -31,24 +32,7 @@ after(async () => {
   await mesh?.stop();
 });
 
-interface Json {
-  // biome-ignore lint/suspicious/noExplicitAny: REST bodies are checked field by field.
-  [key: string]: any;
-}
-
-async function rest(method: string, path: string, body?: unknown, token?: string): Promise<Json> {
-  const res = await fetch(`${mesh.edgeUrl}${path}`, {
-    method,
-    headers: {
-      ...(body === undefined ? {} : { "content-type": "application/json" }),
-      ...(token === undefined ? {} : { authorization: `Bearer ${token}` }),
-    },
-    ...(body === undefined ? {} : { body: JSON.stringify(body) }),
-  });
-  const json = (await res.json()) as Json;
-  if (!res.ok) throw new Error(`${method} ${path}: ${res.status} ${JSON.stringify(json)}`);
-  return json;
-}
+const rest = createRestCall(() => mesh.edgeUrl);
 
 const card = (number: string) => ({ number, expMonth: 12, expYear: 2030, cvc: "123" });
 

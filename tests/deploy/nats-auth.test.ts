@@ -24,6 +24,7 @@ import {
   natsPermissions,
 } from "../../scripts/deploy/nats-auth.js";
 import { type Mesh, startMesh } from "../support/mesh.js";
+import { createRestCall } from "../support/rest.js";
 
 // The NATS permissions generated from deploy/callgraph.yaml, enforced by a real
 // nats-server: the whole store works under them (an order confirms, notifications
@@ -90,20 +91,7 @@ after(async () => {
   if (dir !== undefined) await rm(dir, { recursive: true, force: true });
 });
 
-async function rest(method: string, path: string, body?: unknown, token?: string) {
-  const res = await fetch(`${mesh.edgeUrl}${path}`, {
-    method,
-    headers: {
-      ...(body === undefined ? {} : { "content-type": "application/json" }),
-      ...(token === undefined ? {} : { authorization: `Bearer ${token}` }),
-    },
-    ...(body === undefined ? {} : { body: JSON.stringify(body) }),
-  });
-  // biome-ignore lint/suspicious/noExplicitAny: REST bodies are checked field by field.
-  const json = (await res.json()) as any;
-  if (!res.ok) throw new Error(`${method} ${path}: ${res.status} ${JSON.stringify(json)}`);
-  return json;
-}
+const rest = createRestCall(() => mesh.edgeUrl);
 
 test("under the generated permissions an order confirms and every consumer gets its events", async () => {
   const email = `nats-${randomUUID()}@example.com`;
