@@ -5,33 +5,20 @@ import {
   createClient,
   createRouterTransport,
 } from "@connectrpc/connect";
-import {
-  createEventNames,
-  createLogger,
-  createPostgres,
-  createRedis,
-  migrate,
-  migrateEventTables,
-  type Sql,
-} from "@meshmart/kit";
+import { createEventNames, createRedis, type Sql } from "@meshmart/kit";
 import { CatalogService } from "@meshmart/kit/gen/meshmart/catalog/v1/catalog_service_pb.js";
-import {
-  createTestDatabase,
-  deleteKeys,
-  type TestDatabase,
-  testRedisUrl,
-  uniqueName,
-} from "@meshmart/kit/testing";
+import { deleteKeys, type TestDatabase, testRedisUrl, uniqueName } from "@meshmart/kit/testing";
 import { Redis } from "ioredis";
-import { Registry } from "prom-client";
+import type { Registry } from "prom-client";
 import { createProductCache, type ProductCache } from "../../src/product-cache.js";
 import { createCatalogRoutes } from "../../src/routes.js";
 import { type CatalogStore, createCatalogStore, type NewProduct } from "../../src/store.js";
 import {
-  createLogSink,
+  bearer,
   createTestInterceptors,
   createTestIssuer,
   type LogSink,
+  openServiceTestDatabase,
 } from "./kit-testing.js";
 
 /** Catalog's migrations folder. */
@@ -69,28 +56,21 @@ export interface CatalogFixture {
 }
 
 export async function createCatalogFixture(label: string): Promise<CatalogFixture> {
-  const [db, redisUrl, issuer] = await Promise.all([
-    createTestDatabase(label),
+  const [database, redisUrl, issuer] = await Promise.all([
+    openServiceTestDatabase({ label, service: "catalog", migrations: migrationsDir }),
     testRedisUrl(),
     createTestIssuer(),
   ]);
+  const { db, sql, logger, logs, registry } = database;
   const prefix = uniqueCachePrefix(label);
-  const logs = createLogSink();
-  const logger = createLogger({ service: "catalog", level: "debug", destination: logs.stream });
-  const registry = new Registry();
-  const sql = createPostgres({ url: db.url, service: "catalog", logger, registry });
   const serviceRedis = createRedis({ url: redisUrl, logger });
   const redis = new Redis(redisUrl, { lazyConnect: true });
   try {
-    await Promise.all([
-      migrate(sql, migrationsDir, logger).then(() => migrateEventTables(sql, logger)),
-      redis.connect(),
-    ]);
+    await redis.connect();
   } catch (reason) {
-    await sql.end({ timeout: 1 });
     serviceRedis.disconnect();
     redis.disconnect();
-    await db.drop();
+    await database.close();
     throw reason;
   }
   const store = createCatalogStore(sql, createEventNames());
@@ -99,9 +79,9 @@ export async function createCatalogFixture(label: string): Promise<CatalogFixtur
   const transport = createRouterTransport(createCatalogRoutes({ store, cache }), {
     router: { interceptors },
   });
-  const [adminToken, customerToken] = await Promise.all([
-    issuer.token({ roles: ["admin"] }),
-    issuer.token({ roles: ["customer"] }),
+  const [admin, customer] = await Promise.all([
+    bearer(issuer, ["admin"]),
+    bearer(issuer, ["customer"]),
   ]);
   return {
     client: createClient(CatalogService, transport),
@@ -113,15 +93,14 @@ export async function createCatalogFixture(label: string): Promise<CatalogFixtur
     prefix,
     db,
     logs,
-    admin: { headers: { authorization: `Bearer ${adminToken}` } },
-    customer: { headers: { authorization: `Bearer ${customerToken}` } },
+    admin,
+    customer,
     cacheKey: (productId) => `${prefix}product:${productId}`,
     async close() {
       await deleteKeys(redis, prefix);
       redis.disconnect();
       serviceRedis.disconnect();
-      await sql.end({ timeout: 5 });
-      await db.drop();
+      await database.close();
     },
   };
 }

@@ -5,23 +5,13 @@ import {
   createClient,
   createRouterTransport,
 } from "@connectrpc/connect";
-import {
-  createEventNames,
-  createJwtVerifier,
-  createLogger,
-  createPostgres,
-  createRedis,
-  migrate,
-  migrateEventTables,
-  type Sql,
-} from "@meshmart/kit";
+import { createEventNames, createJwtVerifier, createRedis, type Sql } from "@meshmart/kit";
 import { IdentityService } from "@meshmart/kit/gen/meshmart/identity/v1/identity_service_pb.js";
 import {
-  createLogSink,
-  createTestDatabase,
   createTestInterceptors,
   deleteKeys,
   type LogSink,
+  openServiceTestDatabase,
   type TestDatabase,
   testAudience,
   testIssuerName,
@@ -29,7 +19,6 @@ import {
   uniqueName,
 } from "@meshmart/kit/testing";
 import { Redis } from "ioredis";
-import { Registry } from "prom-client";
 import { createKeyRing, type KeyRing } from "../../src/keys.js";
 import { hashPassword } from "../../src/passwords.js";
 import { createIdentityRoutes } from "../../src/routes.js";
@@ -64,23 +53,14 @@ export async function createIdentityFixture(
   label: string,
   limits: ThrottleLimits = { perAccount: 3, perClient: 5, windowS: 900 },
 ): Promise<IdentityFixture> {
-  const [db, redisUrl] = await Promise.all([createTestDatabase(label), testRedisUrl()]);
+  const [database, redisUrl] = await Promise.all([
+    openServiceTestDatabase({ label, service: "identity", migrations: migrationsDir }),
+    testRedisUrl(),
+  ]);
+  const { db, sql, logger, logs } = database;
   const prefix = `${uniqueName(label)}:`;
   const kek = randomBytes(32);
-  const logs = createLogSink();
-  const logger = createLogger({ service: "identity", level: "debug", destination: logs.stream });
-  const registry = new Registry();
-  const sql = createPostgres({ url: db.url, service: "identity", logger, registry });
   const redis = createRedis({ url: redisUrl, logger });
-  try {
-    await migrate(sql, migrationsDir, logger);
-    await migrateEventTables(sql, logger);
-  } catch (reason) {
-    await sql.end({ timeout: 1 });
-    redis.disconnect();
-    await db.drop();
-    throw reason;
-  }
   const store = createIdentityStore(sql, createEventNames());
   const keys = createKeyRing({ store, kek });
   await keys.ensureActiveKey();
@@ -127,8 +107,7 @@ export async function createIdentityFixture(
         admin.disconnect();
       }
       redis.disconnect();
-      await sql.end({ timeout: 5 });
-      await db.drop();
+      await database.close();
     },
   };
 }

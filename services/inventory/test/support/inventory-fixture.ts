@@ -6,15 +6,7 @@ import {
   createClient,
   createRouterTransport,
 } from "@connectrpc/connect";
-import {
-  createEventNames,
-  createLogger,
-  createPostgres,
-  type EventNames,
-  migrate,
-  migrateEventTables,
-  type Sql,
-} from "@meshmart/kit";
+import { createEventNames, type EventNames, type Sql } from "@meshmart/kit";
 import {
   StockCommittedSchema,
   StockLevelChangedSchema,
@@ -23,14 +15,13 @@ import {
 } from "@meshmart/kit/gen/meshmart/inventory/v1/events_pb.js";
 import { InventoryService } from "@meshmart/kit/gen/meshmart/inventory/v1/inventory_service_pb.js";
 import {
-  createLogSink,
-  createTestDatabase,
+  bearer,
   createTestInterceptors,
   createTestIssuer,
   type LogSink,
+  openServiceTestDatabase,
   type TestDatabase,
 } from "@meshmart/kit/testing";
-import { Registry } from "prom-client";
 import { createInventoryRoutes } from "../../src/routes.js";
 import { createInventoryStore, type InventoryStore, type StockRow } from "../../src/store.js";
 
@@ -92,36 +83,27 @@ export async function createInventoryFixture(
   label: string,
   options: FixtureOptions = {},
 ): Promise<InventoryFixture> {
-  const [db, issuer] = await Promise.all([createTestDatabase(label), createTestIssuer()]);
-  const logs = createLogSink();
-  const logger = createLogger({ service: "inventory", level: "debug", destination: logs.stream });
-  const sql = createPostgres({
-    url: db.url,
-    service: "inventory",
-    logger,
-    registry: new Registry(),
-    ...(options.poolMax === undefined ? {} : { max: options.poolMax }),
-  });
-  try {
-    await migrate(sql, migrationsDir, logger);
-    await migrateEventTables(sql, logger);
-  } catch (reason) {
-    await sql.end({ timeout: 1 });
-    await db.drop();
-    throw reason;
-  }
+  const [{ db, sql, logs, close }, issuer, forgedIssuer] = await Promise.all([
+    openServiceTestDatabase({
+      label,
+      service: "inventory",
+      migrations: migrationsDir,
+      ...(options.poolMax === undefined ? {} : { poolMax: options.poolMax }),
+    }),
+    createTestIssuer(),
+    createTestIssuer(),
+  ]);
   const names = createEventNames("meshmart");
   const store = createInventoryStore(sql, names);
   const { interceptors } = createTestInterceptors({ verifier: issuer.verifier });
   const transport = createRouterTransport(createInventoryRoutes({ store }), {
     router: { interceptors },
   });
-  const [adminToken, customerToken, forgedIssuer] = await Promise.all([
-    issuer.token({ roles: ["admin"] }),
-    issuer.token({ roles: ["customer"] }),
-    createTestIssuer(),
+  const [admin, customer, forged] = await Promise.all([
+    bearer(issuer, ["admin"]),
+    bearer(issuer, ["customer"]),
+    bearer(forgedIssuer, ["admin"]),
   ]);
-  const forgedToken = await forgedIssuer.token({ roles: ["admin"] });
   return {
     client: createClient(InventoryService, transport),
     sql,
@@ -129,9 +111,9 @@ export async function createInventoryFixture(
     names,
     db,
     logs,
-    admin: { headers: { authorization: `Bearer ${adminToken}` } },
-    customer: { headers: { authorization: `Bearer ${customerToken}` } },
-    forged: { headers: { authorization: `Bearer ${forgedToken}` } },
+    admin,
+    customer,
+    forged,
     async product(onHand, sku = "") {
       const id = randomUUID();
       await sql`insert into stock_levels (product_id, sku, on_hand) values (${id}, ${sku}, ${onHand})`;
@@ -154,10 +136,7 @@ export async function createInventoryFixture(
       const [row] = await sql<{ seq: bigint | null }[]>`select max(seq) as seq from event_outbox`;
       return row?.seq ?? 0n;
     },
-    async close() {
-      await sql.end({ timeout: 5 });
-      await db.drop();
-    },
+    close,
   };
 }
 

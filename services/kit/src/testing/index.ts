@@ -48,3 +48,8 @@ export { createTestInterceptors } from "./interceptors.js";
 export { createLogSink, type LogSink } from "./log-sink.js";
 export { type OwnedNats, startOwnedNats } from "./owned-nats.js";
 export { deleteKeys, rejection, violationsOf } from "./rpc-assertions.js";
+export {
+  bearer,
+  openServiceTestDatabase,
+  type ServiceTestDatabase,
+} from "./service-database.js";

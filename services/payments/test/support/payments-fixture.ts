@@ -6,27 +6,19 @@ import {
   createClient,
   createRouterTransport,
 } from "@connectrpc/connect";
-import {
-  createEventNames,
-  createLogger,
-  createPostgres,
-  migrate,
-  migrateEventTables,
-  type Sql,
-} from "@meshmart/kit";
+import { createEventNames, type Sql } from "@meshmart/kit";
 import type { Card } from "@meshmart/kit/gen/meshmart/common/v1/card_pb.js";
 import * as events from "@meshmart/kit/gen/meshmart/payments/v1/events_pb.js";
 import { PaymentService } from "@meshmart/kit/gen/meshmart/payments/v1/payments_service_pb.js";
 import {
-  createLogSink,
-  createTestDatabase,
+  bearer,
   createTestInterceptors,
   createTestIssuer,
   type LogSink,
+  openServiceTestDatabase,
   type TestDatabase,
   type TestIssuer,
 } from "@meshmart/kit/testing";
-import { Registry } from "prom-client";
 import { createFakePaymentProvider, TEST_CARDS } from "../../src/fake-payment-provider.js";
 import { type PaymentProvider, ProviderUnavailableError } from "../../src/payment-provider.js";
 import type { CallerPolicy } from "../../src/peer.js";
@@ -100,23 +92,10 @@ export async function createPaymentsFixture(
   label: string,
   policy: CallerPolicy = { peerIdentity: "off", refundServiceAccounts: ["orders"] },
 ): Promise<PaymentsFixture> {
-  const [db, issuer] = await Promise.all([createTestDatabase(label), createTestIssuer()]);
-  const logs = createLogSink();
-  const logger = createLogger({ service: "payments", level: "debug", destination: logs.stream });
-  const sql = createPostgres({
-    url: db.url,
-    service: "payments",
-    logger,
-    registry: new Registry(),
-  });
-  try {
-    await migrate(sql, migrationsDir, logger);
-    await migrateEventTables(sql, logger);
-  } catch (reason) {
-    await sql.end({ timeout: 1 });
-    await db.drop();
-    throw reason;
-  }
+  const [{ db, sql, logger, logs, close }, issuer] = await Promise.all([
+    openServiceTestDatabase({ label, service: "payments", migrations: migrationsDir }),
+    createTestIssuer(),
+  ]);
   const store = createPaymentsStore(sql, createEventNames());
   const provider = observedProvider();
   const { interceptors, logs: rpcLogs } = createTestInterceptors({ verifier: issuer.verifier });
@@ -124,9 +103,9 @@ export async function createPaymentsFixture(
     createPaymentsRoutes({ store, provider, policy, logger }),
     { router: { interceptors } },
   );
-  const [adminToken, customerToken] = await Promise.all([
-    issuer.token({ roles: ["admin"] }),
-    issuer.token({ roles: ["customer"] }),
+  const [admin, customer] = await Promise.all([
+    bearer(issuer, ["admin"]),
+    bearer(issuer, ["customer"]),
   ]);
   return {
     client: createClient(PaymentService, transport),
@@ -137,12 +116,9 @@ export async function createPaymentsFixture(
     logs,
     rpcLogs,
     issuer,
-    admin: { headers: { authorization: `Bearer ${adminToken}` } },
-    customer: { headers: { authorization: `Bearer ${customerToken}` } },
-    async close() {
-      await sql.end({ timeout: 5 });
-      await db.drop();
-    },
+    admin,
+    customer,
+    close,
   };
 }
 
