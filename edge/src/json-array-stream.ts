@@ -3,7 +3,6 @@
  * default: one JSON array that grows as messages arrive (`[` first message, `,` next
  * message, …, `]`), sent with chunked transfer encoding.
  */
-import { once } from "node:events";
 import type { ServerResponse } from "node:http";
 import type { JsonValue } from "@bufbuild/protobuf";
 
@@ -37,8 +36,9 @@ export async function sendJsonArrayStream<T>(
     let prefix = "[";
     let next: IteratorResult<T> = first;
     while (!next.done) {
+      if (res.destroyed) return;
       if (!res.write(`${prefix}${JSON.stringify(toJson(next.value))}`)) {
-        await Promise.race([once(res, "drain"), once(res, "close")]);
+        await drainedOrClosed(res);
         if (res.destroyed) return;
       }
       prefix = ",";
@@ -52,4 +52,21 @@ export async function sendJsonArrayStream<T>(
   } finally {
     if (!finished) await iterator.return?.();
   }
+}
+
+/** Resolves once `res` can take more, or is gone (also when it is gone already). */
+function drainedOrClosed(res: ServerResponse): Promise<void> {
+  return new Promise((resolve) => {
+    if (res.destroyed) {
+      resolve();
+      return;
+    }
+    const done = () => {
+      res.off("drain", done);
+      res.off("close", done);
+      resolve();
+    };
+    res.on("drain", done);
+    res.on("close", done);
+  });
 }

@@ -64,8 +64,22 @@ function values(form: HTMLFormElement): Record<string, string> {
   return out;
 }
 
-/** `/signin?next=…` */
-export function signInPage({ main, query }: Page): void {
+/** What differs between the sign-in and sign-up pages. */
+interface AccountForm {
+  title: string;
+  fields: HTMLElement[];
+  submitLabel: string;
+  /** Runs with the form's values; the page then goes to `next`. */
+  submit(values: Record<string, string>): Promise<void>;
+  /** The other page: "New here? Create an account." */
+  other: { prompt: string; label: string; path: string };
+}
+
+/**
+ * A page with one account form: skipped when already signed in, errors shown by the form
+ * (see `submitting`), and on success back to the page that sent the visitor here.
+ */
+function accountPage({ main, query }: Page, spec: AccountForm): void {
   const next = safeNext(query.get("next"));
   if (getSession() !== undefined) {
     navigate(next, { replace: true });
@@ -79,92 +93,83 @@ export function signInPage({ main, query }: Page): void {
         e.preventDefault();
         const v = values(form);
         void submitting(form, async () => {
-          await signIn(v.email ?? "", v.password ?? "");
+          await spec.submit(v);
           navigate(next, { replace: true });
         });
       },
     },
-    field("Email", { name: "email", type: "email", autocomplete: "email", required: true }),
-    field("Password", {
-      name: "password",
-      type: "password",
-      autocomplete: "current-password",
-      required: true,
-    }),
-    h("button", { type: "submit" }, "Sign in"),
+    ...spec.fields,
+    h("button", { type: "submit" }, spec.submitLabel),
   );
   main.replaceChildren(
-    h("h1", null, "Sign in"),
+    h("h1", null, spec.title),
     form,
     h(
       "p",
       null,
-      "New here? ",
-      h("a", { href: `/signup?next=${encodeURIComponent(next)}` }, "Create an account"),
+      `${spec.other.prompt} `,
+      h("a", { href: `${spec.other.path}?next=${encodeURIComponent(next)}` }, spec.other.label),
       ".",
     ),
   );
 }
 
+/** `/signin?next=…` */
+export function signInPage(page: Page): void {
+  accountPage(page, {
+    title: "Sign in",
+    fields: [
+      field("Email", { name: "email", type: "email", autocomplete: "email", required: true }),
+      field("Password", {
+        name: "password",
+        type: "password",
+        autocomplete: "current-password",
+        required: true,
+      }),
+    ],
+    submitLabel: "Sign in",
+    submit: (v) => signIn(v.email ?? "", v.password ?? ""),
+    other: { prompt: "New here?", label: "Create an account", path: "/signup" },
+  });
+}
+
 /** `/signup?next=…` */
-export function signUpPage({ main, query }: Page): void {
-  const next = safeNext(query.get("next"));
-  if (getSession() !== undefined) {
-    navigate(next, { replace: true });
-    return;
-  }
-  const form = h(
-    "form",
-    {
-      class: "stack narrow",
-      onsubmit: (e: SubmitEvent) => {
-        e.preventDefault();
-        const v = values(form);
-        void submitting(form, async () => {
-          const email = v.email ?? "";
-          const password = v.password ?? "";
-          try {
-            await identity.signUp({ email, password, displayName: v.display_name ?? "" });
-          } catch (reason) {
-            if (ConnectError.from(reason).code !== Code.AlreadyExists) throw reason;
-            // Already registered (maybe this very request, retried): the password decides.
-            await signIn(email, password).catch(() => {
-              throw reason;
-            });
-            navigate(next, { replace: true });
-            return;
-          }
-          await signIn(email, password);
-          navigate(next, { replace: true });
+export function signUpPage(page: Page): void {
+  accountPage(page, {
+    title: "Create an account",
+    fields: [
+      field("Name", {
+        name: "display_name",
+        type: "text",
+        autocomplete: "name",
+        required: true,
+        maxlength: 100,
+      }),
+      field("Email", { name: "email", type: "email", autocomplete: "email", required: true }),
+      field(
+        "Password",
+        { name: "password", type: "password", autocomplete: "new-password", required: true },
+        "At least 12 characters.",
+      ),
+    ],
+    submitLabel: "Create account",
+    async submit(v) {
+      const email = v.email ?? "";
+      const password = v.password ?? "";
+      try {
+        await identity.signUp({ email, password, displayName: v.display_name ?? "" });
+      } catch (reason) {
+        if (ConnectError.from(reason).code !== Code.AlreadyExists) throw reason;
+        // Already registered (maybe this very request, retried): the password decides.
+        await signIn(email, password).catch(() => {
+          throw reason;
         });
-      },
+        return;
+      }
+      await signIn(email, password);
     },
-    field("Name", {
-      name: "display_name",
-      type: "text",
-      autocomplete: "name",
-      required: true,
-      maxlength: 100,
-    }),
-    field("Email", { name: "email", type: "email", autocomplete: "email", required: true }),
-    field(
-      "Password",
-      { name: "password", type: "password", autocomplete: "new-password", required: true },
-      "At least 12 characters.",
-    ),
-    h("button", { type: "submit" }, "Create account"),
-  );
-  main.replaceChildren(
-    h("h1", null, "Create an account"),
-    form,
-    h(
-      "p",
-      null,
-      "Already have one? ",
-      h("a", { href: `/signin?next=${encodeURIComponent(next)}` }, "Sign in"),
-      ".",
-    ),
-  );
+    other: { prompt: "Already have one?", label: "Sign in", path: "/signin" },
+  });
 }
 
 /** Signs out: revokes the refresh token (best effort) and forgets the session. */
