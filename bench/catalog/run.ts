@@ -42,6 +42,7 @@ import {
   testRedisUrl,
   uniqueName,
 } from "@meshmart/kit/testing";
+import { intEnv } from "../lib/env.js";
 import { printProblems, printWarnings, runStamp, writeResults } from "../lib/report.js";
 import { runBenchmark } from "../lib/run-benchmark.js";
 import { killAllServers, type ServerChild, serverMode, startServer } from "./children.js";
@@ -69,17 +70,6 @@ const LABELS: Record<TargetId, string> = {
   c: "(c) catalog GetProduct gRPC, cache hit",
   d: "(d) catalog GetProduct Connect JSON h1",
 };
-
-function intEnv(name: string, fallback: number, min = 1): number {
-  const raw = process.env[name];
-  if (raw === undefined || raw === "") return fallback;
-  const value = Number(raw);
-  if (!Number.isInteger(value) || value < min) {
-    console.error(`${name} must be an integer >= ${min}, got '${raw}'`);
-    process.exit(2);
-  }
-  return value;
-}
 
 function idsEnv(name: string, fallback: string): Set<TargetId> {
   const ids = (process.env[name] ?? fallback)

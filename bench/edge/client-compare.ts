@@ -31,8 +31,9 @@ import {
 import { createH2GrpcClient } from "../../edge/src/h2-grpc-client.js";
 import { killAllServers } from "../catalog/children.js";
 import { cpusAllowed, MachineMonitor, machineBusy, Sampler } from "../catalog/proc.js";
+import { intEnv } from "../lib/env.js";
 import { writeResults } from "../lib/report.js";
-import { GET_PRODUCT_PATH, intEnv, rpcCodeDeltas, scrape, startCatalogChild } from "./common.js";
+import { GET_PRODUCT_PATH, rpcCodeDeltas, scrape, startCatalogChild } from "./common.js";
 
 const calls = intEnv("COMPARE_CALLS", 20_000);
 const concurrency = intEnv("COMPARE_CONCURRENCY", 64);

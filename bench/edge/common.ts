@@ -21,17 +21,6 @@ export const ROOT = join(dirname(fileURLToPath(import.meta.url)), "..", "..");
 export const GET_PRODUCT_PATH = "/meshmart.catalog.v1.CatalogService/GetProduct";
 const LIST_PRODUCTS_PATH = "/meshmart.catalog.v1.CatalogService/ListProducts";
 
-export function intEnv(name: string, fallback: number, min = 1): number {
-  const raw = process.env[name];
-  if (raw === undefined || raw === "") return fallback;
-  const value = Number(raw);
-  if (!Number.isInteger(value) || value < min) {
-    console.error(`${name} must be an integer >= ${min}, got '${raw}'`);
-    process.exit(2);
-  }
-  return value;
-}
-
 /** A gRPC length-prefixed message: flag 0 (uncompressed), big-endian length, bytes. */
 export function grpcFrame(message: Uint8Array): Buffer {
   const frame = Buffer.alloc(5 + message.byteLength);

@@ -18,12 +18,12 @@ import { join } from "node:path";
 import { killAllServers, type ServerChild, serverMode, startServer } from "../catalog/children.js";
 import { type H2loadResult, percentiles, runH2load } from "../catalog/h2load.js";
 import { cpusAllowed, MachineMonitor, machineBusy, Sampler } from "../catalog/proc.js";
+import { intEnv } from "../lib/env.js";
 import { printProblems, printWarnings, writeResults } from "../lib/report.js";
 import { runBenchmark } from "../lib/run-benchmark.js";
 import {
   GET_PRODUCT_PATH,
   getProductBody,
-  intEnv,
   ROOT,
   rpcCodeDeltas,
   scrape,

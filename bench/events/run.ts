@@ -48,23 +48,13 @@ import {
 import { connect, headers, nanos } from "@nats-io/transport-node";
 import { Registry } from "prom-client";
 import { MachineMonitor, machineBusy } from "../catalog/proc.js";
+import { intEnv } from "../lib/env.js";
 import { printProblems, printWarnings, writeResults } from "../lib/report.js";
 import { runBenchmark } from "../lib/run-benchmark.js";
 import { startInfraCpu } from "../orders/cpu.js";
 
 const NOISE_CORES = 0.1;
 const POLL_MS = 10;
-
-function intEnv(name: string, fallback: number, min = 1): number {
-  const raw = process.env[name];
-  if (raw === undefined || raw === "") return fallback;
-  const value = Number(raw);
-  if (!Number.isInteger(value) || value < min) {
-    console.error(`${name} must be an integer >= ${min}, got '${raw}'`);
-    process.exit(2);
-  }
-  return value;
-}
 
 const messages = intEnv("BENCH_MESSAGES", 20_000);
 const settings = {

@@ -30,6 +30,7 @@ import { DeliverPolicy, jetstream } from "@nats-io/jetstream";
 import { connect, type NatsConnection } from "@nats-io/transport-node";
 import { type Mesh, startMesh } from "../../tests/support/mesh.js";
 import { MachineMonitor, machineBusy, Sampler } from "../catalog/proc.js";
+import { intEnv } from "../lib/env.js";
 import { printProblems, printWarnings, writeResults } from "../lib/report.js";
 import { runBenchmark } from "../lib/run-benchmark.js";
 import { servicePids, startInfraCpu } from "./cpu.js";
@@ -40,17 +41,6 @@ const TARGET_P99_RESPONSE_MS = 100;
 const NOISE_CORES = 0.1;
 const ADMIN = { email: "bench-admin@example.com", password: "bench admin password" };
 const CARD = { number: "4242424242424242", expMonth: 12, expYear: 2030, cvc: "123" };
-
-function intEnv(name: string, fallback: number, min = 1): number {
-  const raw = process.env[name];
-  if (raw === undefined || raw === "") return fallback;
-  const value = Number(raw);
-  if (!Number.isInteger(value) || value < min) {
-    console.error(`${name} must be an integer >= ${min}, got '${raw}'`);
-    process.exit(2);
-  }
-  return value;
-}
 
 const settings = {
   durationSeconds: intEnv("BENCH_DURATION_S", 30),
