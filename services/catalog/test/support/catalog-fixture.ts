@@ -1,10 +1,5 @@
 import { randomUUID } from "node:crypto";
-import {
-  type CallOptions,
-  type Client,
-  createClient,
-  createRouterTransport,
-} from "@connectrpc/connect";
+import { type CallOptions, type Client, createClient } from "@connectrpc/connect";
 import { createEventNames, createRedis, type Sql } from "@meshmart/kit";
 import { CatalogService } from "@meshmart/kit/gen/meshmart/catalog/v1/catalog_service_pb.js";
 import { deleteKeys, type TestDatabase, testRedisUrl, uniqueName } from "@meshmart/kit/testing";
@@ -15,8 +10,8 @@ import { createCatalogRoutes } from "../../src/routes.js";
 import { type CatalogStore, createCatalogStore, type NewProduct } from "../../src/store.js";
 import {
   bearer,
-  createTestInterceptors,
   createTestIssuer,
+  createTestTransport,
   type LogSink,
   openServiceTestDatabase,
 } from "./kit-testing.js";
@@ -75,9 +70,8 @@ export async function createCatalogFixture(label: string): Promise<CatalogFixtur
   }
   const store = createCatalogStore(sql, createEventNames());
   const cache = createProductCache({ redis: serviceRedis, prefix, ttlMs: 60_000, registry });
-  const { interceptors } = createTestInterceptors({ verifier: issuer.verifier });
-  const transport = createRouterTransport(createCatalogRoutes({ store, cache }), {
-    router: { interceptors },
+  const { transport } = createTestTransport(createCatalogRoutes({ store, cache }), {
+    verifier: issuer.verifier,
   });
   const [admin, customer] = await Promise.all([
     bearer(issuer, ["admin"]),

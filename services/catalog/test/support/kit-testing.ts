@@ -4,6 +4,7 @@ export {
   createLogSink,
   createTestInterceptors,
   createTestIssuer,
+  createTestTransport,
   type LogSink,
   openServiceTestDatabase,
   openTestEvents,

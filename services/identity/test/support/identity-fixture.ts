@@ -1,14 +1,9 @@
 import { randomBytes } from "node:crypto";
-import {
-  type CallOptions,
-  type Client,
-  createClient,
-  createRouterTransport,
-} from "@connectrpc/connect";
+import { type CallOptions, type Client, createClient } from "@connectrpc/connect";
 import { createEventNames, createJwtVerifier, createRedis, type Sql } from "@meshmart/kit";
 import { IdentityService } from "@meshmart/kit/gen/meshmart/identity/v1/identity_service_pb.js";
 import {
-  createTestInterceptors,
+  createTestTransport,
   deleteKeys,
   type LogSink,
   openServiceTestDatabase,
@@ -75,8 +70,7 @@ export async function createIdentityFixture(
     issuer: testIssuerName,
     audience: testAudience,
   });
-  const { interceptors, logs: rpcLogs } = createTestInterceptors({ verifier });
-  const transport = createRouterTransport(
+  const { transport, logs: rpcLogs } = createTestTransport(
     createIdentityRoutes({
       store,
       keys,
@@ -86,7 +80,7 @@ export async function createIdentityFixture(
       refreshTtlS: 3600,
       dummyPasswordHash: await hashPassword("not-a-real-password"),
     }),
-    { router: { interceptors } },
+    { verifier },
   );
   return {
     client: createClient(IdentityService, transport),

@@ -1,11 +1,6 @@
 import { randomBytes, randomUUID } from "node:crypto";
 import { fromBinary } from "@bufbuild/protobuf";
-import {
-  type CallOptions,
-  type Client,
-  createClient,
-  createRouterTransport,
-} from "@connectrpc/connect";
+import { type CallOptions, type Client, createClient } from "@connectrpc/connect";
 import { createEventNames, type EventNames, type Sql } from "@meshmart/kit";
 import {
   StockCommittedSchema,
@@ -16,8 +11,8 @@ import {
 import { InventoryService } from "@meshmart/kit/gen/meshmart/inventory/v1/inventory_service_pb.js";
 import {
   bearer,
-  createTestInterceptors,
   createTestIssuer,
+  createTestTransport,
   type LogSink,
   openServiceTestDatabase,
   type TestDatabase,
@@ -95,9 +90,8 @@ export async function createInventoryFixture(
   ]);
   const names = createEventNames("meshmart");
   const store = createInventoryStore(sql, names);
-  const { interceptors } = createTestInterceptors({ verifier: issuer.verifier });
-  const transport = createRouterTransport(createInventoryRoutes({ store }), {
-    router: { interceptors },
+  const { transport } = createTestTransport(createInventoryRoutes({ store }), {
+    verifier: issuer.verifier,
   });
   const [admin, customer, forged] = await Promise.all([
     bearer(issuer, ["admin"]),

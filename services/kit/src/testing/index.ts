@@ -44,7 +44,7 @@ export {
   testRedisUrl,
   uniqueName,
 } from "./infra.js";
-export { createTestInterceptors } from "./interceptors.js";
+export { createTestInterceptors, createTestTransport } from "./interceptors.js";
 export { createLogSink, type LogSink } from "./log-sink.js";
 export { type OwnedNats, startOwnedNats } from "./owned-nats.js";
 export { deleteKeys, rejection, violationsOf } from "./rpc-assertions.js";

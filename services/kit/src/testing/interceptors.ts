@@ -1,9 +1,10 @@
-import type { Interceptor } from "@connectrpc/connect";
+import { createRouterTransport, type Interceptor, type Transport } from "@connectrpc/connect";
 import { Registry } from "prom-client";
 import type { TokenVerifier } from "../interceptors/auth.js";
 import { createServerInterceptors } from "../interceptors/index.js";
 import { createLogger } from "../observability/logger.js";
 import { createRpcMetrics } from "../observability/rpc-metrics.js";
+import type { Routes } from "../server/service-host.js";
 import { createLogSink, type LogSink } from "./log-sink.js";
 
 /** The production interceptor chain with captured logs and a private registry, for in-memory tests. */
@@ -24,4 +25,16 @@ export function createTestInterceptors(
     maxDeadlineMs: options.maxDeadlineMs ?? 30_000,
   });
   return { interceptors, logs, registry };
+}
+
+/**
+ * `routes` served in memory through {@link createTestInterceptors}' chain: what a service's
+ * test fixture calls its handlers through, as a client would over the network.
+ */
+export function createTestTransport(
+  routes: Routes,
+  options: { verifier?: TokenVerifier; maxDeadlineMs?: number } = {},
+): { transport: Transport; logs: LogSink; registry: Registry } {
+  const { interceptors, logs, registry } = createTestInterceptors(options);
+  return { transport: createRouterTransport(routes, { router: { interceptors } }), logs, registry };
 }

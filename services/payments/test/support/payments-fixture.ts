@@ -1,19 +1,14 @@
 import { randomUUID } from "node:crypto";
 import { fromBinary } from "@bufbuild/protobuf";
-import {
-  type CallOptions,
-  type Client,
-  createClient,
-  createRouterTransport,
-} from "@connectrpc/connect";
+import { type CallOptions, type Client, createClient } from "@connectrpc/connect";
 import { createEventNames, type Sql } from "@meshmart/kit";
 import type { Card } from "@meshmart/kit/gen/meshmart/common/v1/card_pb.js";
 import * as events from "@meshmart/kit/gen/meshmart/payments/v1/events_pb.js";
 import { PaymentService } from "@meshmart/kit/gen/meshmart/payments/v1/payments_service_pb.js";
 import {
   bearer,
-  createTestInterceptors,
   createTestIssuer,
+  createTestTransport,
   type LogSink,
   openServiceTestDatabase,
   type TestDatabase,
@@ -98,10 +93,9 @@ export async function createPaymentsFixture(
   ]);
   const store = createPaymentsStore(sql, createEventNames());
   const provider = observedProvider();
-  const { interceptors, logs: rpcLogs } = createTestInterceptors({ verifier: issuer.verifier });
-  const transport = createRouterTransport(
+  const { transport, logs: rpcLogs } = createTestTransport(
     createPaymentsRoutes({ store, provider, policy, logger }),
-    { router: { interceptors } },
+    { verifier: issuer.verifier },
   );
   const [admin, customer] = await Promise.all([
     bearer(issuer, ["admin"]),
