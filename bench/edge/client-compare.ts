@@ -29,6 +29,7 @@ import {
   GetProductResponseSchema,
 } from "@meshmart/kit/gen/meshmart/catalog/v1/catalog_service_pb.js";
 import { createH2GrpcClient } from "../../edge/src/h2-grpc-client.js";
+import type { UpstreamClient } from "../../edge/src/upstreams.js";
 import { killAllServers } from "../catalog/children.js";
 import { cpusAllowed, MachineMonitor, machineBusy, Sampler } from "../catalog/proc.js";
 import { intEnv } from "../lib/env.js";
@@ -54,20 +55,27 @@ interface Client {
   close(): void;
 }
 
-function connectClient(target: string): Client {
-  const baseUrl = `http://${target}`;
-  const sessionManager = new Http2SessionManager(baseUrl, { pingIntervalMs: 30_000 });
-  const transport = createGrpcTransport({ baseUrl, sessionManager });
-  const method = CatalogService.method.getProduct as DescMethodUnary<
-    typeof GetProductRequestSchema,
-    typeof GetProductResponseSchema
-  >;
+const getProduct = CatalogService.method.getProduct as DescMethodUnary<
+  typeof GetProductRequestSchema,
+  typeof GetProductResponseSchema
+>;
+
+/**
+ * A client over anything with Connect's `Transport.unary` signature: connect-node's
+ * transport, and the edge's client, which mirrors it.
+ */
+function unaryClient(
+  id: ClientId,
+  label: string,
+  caller: Pick<UpstreamClient, "unary">,
+  close: () => void,
+): Client {
   return {
-    id: "a",
-    label: "(a) connect-node createGrpcTransport, transport.unary",
+    id,
+    label,
     async call(productId) {
-      const res = await transport.unary(
-        method,
+      const res = await caller.unary(
+        getProduct,
         undefined,
         TIMEOUT_MS,
         new Headers({ "x-request-id": "bench" }),
@@ -75,8 +83,17 @@ function connectClient(target: string): Client {
       );
       return res.message.product?.id;
     },
-    close: () => sessionManager.abort(),
+    close,
   };
+}
+
+function connectClient(target: string): Client {
+  const baseUrl = `http://${target}`;
+  const sessionManager = new Http2SessionManager(baseUrl, { pingIntervalMs: 30_000 });
+  const transport = createGrpcTransport({ baseUrl, sessionManager });
+  return unaryClient("a", "(a) connect-node createGrpcTransport, transport.unary", transport, () =>
+    sessionManager.abort(),
+  );
 }
 
 function grpcJsClient(target: string): Client {
@@ -108,25 +125,7 @@ function grpcJsClient(target: string): Client {
 
 function edgeH2Client(target: string): Client {
   const client = createH2GrpcClient(target);
-  const method = CatalogService.method.getProduct as DescMethodUnary<
-    typeof GetProductRequestSchema,
-    typeof GetProductResponseSchema
-  >;
-  return {
-    id: "c",
-    label: "(c) the edge's node:http2 gRPC client",
-    async call(productId) {
-      const res = await client.unary(
-        method,
-        undefined,
-        TIMEOUT_MS,
-        new Headers({ "x-request-id": "bench" }),
-        create(GetProductRequestSchema, { productId }),
-      );
-      return res.message.product?.id;
-    },
-    close: () => client.close(),
-  };
+  return unaryClient("c", "(c) the edge's node:http2 gRPC client", client, () => client.close());
 }
 
 /** `n` calls, `concurrency` in flight; wall time, client CPU, errors. */
