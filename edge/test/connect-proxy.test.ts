@@ -7,61 +7,30 @@ import assert from "node:assert/strict";
 import { after, before, describe, test } from "node:test";
 import { Code, ConnectError, createClient, type Transport } from "@connectrpc/connect";
 import { createConnectTransport, createGrpcWebTransport } from "@connectrpc/connect-node";
-import { startCatalog } from "@meshmart/catalog";
-import { catalogConfigSchema } from "@meshmart/catalog/config";
-import { loadConfig, type ServiceHost } from "@meshmart/kit";
 import { CatalogService } from "@meshmart/kit/gen/meshmart/catalog/v1/catalog_service_pb.js";
 import {
   createLogSink,
-  createTestDatabase,
   createTestIssuer,
   type LogSink,
-  openTestEvents,
-  type TestDatabase,
-  type TestEvents,
   type TestIssuer,
-  testRedisUrl,
-  uniqueName,
 } from "@meshmart/kit/testing";
 import { edgeConfigSchema, type RunningEdge, startEdge } from "../src/server.js";
+import { type SeededCatalog, startSeededCatalog } from "./support/seeded-catalog.js";
 
 describe("Connect and gRPC-Web through the edge", { timeout: 60_000 }, () => {
-  let db: TestDatabase;
-  let catalog: ServiceHost;
+  let catalog: SeededCatalog;
   let edge: RunningEdge;
   let issuer: TestIssuer;
   const edgeLogs: LogSink = createLogSink();
 
-  let events: TestEvents;
   before(async () => {
-    events = await openTestEvents("edge_proxy");
-    let redisUrl: string;
-    [db, redisUrl, issuer] = await Promise.all([
-      createTestDatabase("edge_connect"),
-      testRedisUrl(),
-      createTestIssuer(),
-    ]);
-    const config = loadConfig(catalogConfigSchema, {
-      SERVICE_NAME: "catalog",
-      GRPC_PORT: "0",
-      HTTP_PORT: "0",
-      ADMIN_PORT: "0",
-      LOG_LEVEL: "warn",
-      DATABASE_URL: db.url,
-      REDIS_URL: redisUrl,
-      ...events.env,
-      CACHE_PREFIX: `${uniqueName("edge_connect")}:`,
-      SEED_DEMO: "true",
-    });
-    catalog = await startCatalog(config, {
-      verifier: issuer.verifier,
-      logDestination: createLogSink().stream,
-    });
+    issuer = await createTestIssuer();
+    catalog = await startSeededCatalog("edge_connect", { verifier: issuer.verifier });
     edge = await startEdge(
       edgeConfigSchema.parse({
         EDGE_PORT: "0",
-        CATALOG_GRPC_ADDR: catalog.grpcTarget,
-        CATALOG_HTTP_ADDR: new URL(catalog.httpUrl).host,
+        CATALOG_GRPC_ADDR: catalog.host.grpcTarget,
+        CATALOG_HTTP_ADDR: new URL(catalog.host.httpUrl).host,
       }),
       { verifier: issuer.verifier, logDestination: edgeLogs.stream },
     );
@@ -70,8 +39,6 @@ describe("Connect and gRPC-Web through the edge", { timeout: 60_000 }, () => {
   after(async () => {
     await edge?.close();
     await catalog?.close();
-    await db?.drop();
-    await events?.close();
   });
 
   const transports: [string, () => Transport][] = [

@@ -5,20 +5,9 @@
 import assert from "node:assert/strict";
 import { connect } from "node:net";
 import { after, before, describe, test } from "node:test";
-import { startCatalog } from "@meshmart/catalog";
-import { catalogConfigSchema } from "@meshmart/catalog/config";
-import { loadConfig, type ServiceHost } from "@meshmart/kit";
-import {
-  createLogSink,
-  createTestDatabase,
-  createTestIssuer,
-  openTestEvents,
-  type TestDatabase,
-  type TestEvents,
-  testRedisUrl,
-  uniqueName,
-} from "@meshmart/kit/testing";
+import { createLogSink, createTestIssuer } from "@meshmart/kit/testing";
 import { edgeConfigSchema, type RunningEdge, startEdge } from "../src/server.js";
+import { type SeededCatalog, startSeededCatalog } from "./support/seeded-catalog.js";
 
 /** Sends raw bytes; resolves with the status and raw head of the answer. */
 function raw(port: number, request: string): Promise<{ status: number; head: string }> {
@@ -39,41 +28,18 @@ function raw(port: number, request: string): Promise<{ status: number; head: str
 }
 
 describe("malformed input", { timeout: 60_000 }, () => {
-  let db: TestDatabase;
-  let catalog: ServiceHost;
+  let catalog: SeededCatalog;
   let edge: RunningEdge;
   let admin: string;
   let productId: string;
 
-  let events: TestEvents;
   before(async () => {
-    events = await openTestEvents("edge_malformed");
-    let redisUrl: string;
-    let issuer: Awaited<ReturnType<typeof createTestIssuer>>;
-    [db, redisUrl, issuer] = await Promise.all([
-      createTestDatabase("edge_malformed"),
-      testRedisUrl(),
-      createTestIssuer(),
-    ]);
-    catalog = await startCatalog(
-      loadConfig(catalogConfigSchema, {
-        SERVICE_NAME: "catalog",
-        GRPC_PORT: "0",
-        HTTP_PORT: "0",
-        ADMIN_PORT: "0",
-        LOG_LEVEL: "warn",
-        DATABASE_URL: db.url,
-        REDIS_URL: redisUrl,
-        ...events.env,
-        CACHE_PREFIX: `${uniqueName("edge_malformed")}:`,
-        SEED_DEMO: "true",
-      }),
-      { verifier: issuer.verifier, logDestination: createLogSink().stream },
-    );
+    const issuer = await createTestIssuer();
+    catalog = await startSeededCatalog("edge_malformed", { verifier: issuer.verifier });
     edge = await startEdge(
       edgeConfigSchema.parse({
         EDGE_PORT: "0",
-        CATALOG_GRPC_ADDR: catalog.grpcTarget,
+        CATALOG_GRPC_ADDR: catalog.host.grpcTarget,
         EDGE_MAX_BODY_BYTES: String(64 * 1024),
       }),
       { verifier: issuer.verifier, logDestination: createLogSink().stream },
@@ -88,8 +54,6 @@ describe("malformed input", { timeout: 60_000 }, () => {
   after(async () => {
     await edge?.close();
     await catalog?.close();
-    await db?.drop();
-    await events?.close();
   });
 
   const post = (body: string) =>

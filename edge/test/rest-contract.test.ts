@@ -11,21 +11,10 @@ import { once } from "node:events";
 import { createServer, type Server } from "node:http";
 import type { AddressInfo } from "node:net";
 import { after, before, describe, test } from "node:test";
-import { startCatalog } from "@meshmart/catalog";
-import { catalogConfigSchema } from "@meshmart/catalog/config";
-import { loadConfig, type ServiceHost } from "@meshmart/kit";
-import {
-  createLogSink,
-  createTestDatabase,
-  type LogSink,
-  openTestEvents,
-  type TestDatabase,
-  type TestEvents,
-  testRedisUrl,
-  uniqueName,
-} from "@meshmart/kit/testing";
+import { createLogSink, type LogSink } from "@meshmart/kit/testing";
 import { exportJWK, generateKeyPair, SignJWT } from "jose";
 import { edgeConfigSchema, type RunningEdge, startEdge } from "../src/server.js";
+import { type SeededCatalog, startSeededCatalog } from "./support/seeded-catalog.js";
 
 const external = process.env.EDGE_URL;
 
@@ -87,44 +76,23 @@ describe("REST contract", { timeout: 120_000 }, () => {
   let adminToken: string | undefined;
   let customerToken: string | undefined;
   let issuer: Issuer | undefined;
-  let db: TestDatabase | undefined;
-  let catalog: ServiceHost | undefined;
+  let catalog: SeededCatalog | undefined;
   let edge: RunningEdge | undefined;
   const edgeLogs: LogSink = createLogSink();
 
-  let events: TestEvents;
   before(async () => {
-    events = await openTestEvents("edge_rest");
     if (external !== undefined) {
       base = external.replace(/\/$/, "");
       adminToken = process.env.EDGE_TEST_ADMIN_TOKEN;
       customerToken = process.env.EDGE_TEST_CUSTOMER_TOKEN;
       return;
     }
-    let redisUrl: string;
-    [db, redisUrl, issuer] = await Promise.all([
-      createTestDatabase("edge_contract"),
-      testRedisUrl(),
-      startIssuer(),
-    ]);
-    const config = loadConfig(catalogConfigSchema, {
-      SERVICE_NAME: "catalog",
-      GRPC_PORT: "0",
-      HTTP_PORT: "0",
-      ADMIN_PORT: "0",
-      LOG_LEVEL: "warn",
-      DATABASE_URL: db.url,
-      REDIS_URL: redisUrl,
-      ...events.env,
-      CACHE_PREFIX: `${uniqueName("edge_contract")}:`,
-      SEED_DEMO: "true",
-      AUTH_JWKS_URL: issuer.jwksUrl,
-    });
-    catalog = await startCatalog(config, { logDestination: createLogSink().stream });
+    issuer = await startIssuer();
+    catalog = await startSeededCatalog("edge_contract", { jwksUrl: issuer.jwksUrl });
     edge = await startEdge(
       edgeConfigSchema.parse({
         EDGE_PORT: "0",
-        CATALOG_GRPC_ADDR: catalog.grpcTarget,
+        CATALOG_GRPC_ADDR: catalog.host.grpcTarget,
         AUTH_JWKS_URL: issuer.jwksUrl,
         EDGE_MAX_BODY_BYTES: String(64 * 1024),
         EDGE_CORS_ORIGINS: "https://shop.example",
@@ -142,8 +110,6 @@ describe("REST contract", { timeout: 120_000 }, () => {
     await edge?.close();
     await catalog?.close();
     await issuer?.close();
-    await db?.drop();
-    await events?.close();
   });
 
   const call = async (
@@ -373,7 +339,7 @@ describe("REST contract", { timeout: 120_000 }, () => {
       const strict = await startEdge(
         edgeConfigSchema.parse({
           EDGE_PORT: "0",
-          CATALOG_GRPC_ADDR: catalog?.grpcTarget,
+          CATALOG_GRPC_ADDR: catalog?.host.grpcTarget,
           IDENTITY_GRPC_ADDR: `127.0.0.1:${deadPort}`,
           EDGE_REQUEST_TIMEOUT_MS: "1",
         }),
