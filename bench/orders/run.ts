@@ -29,6 +29,7 @@ import { OrderService } from "@meshmart/kit/gen/meshmart/orders/v1/orders_servic
 import { DeliverPolicy, jetstream } from "@nats-io/jetstream";
 import { connect, type NatsConnection } from "@nats-io/transport-node";
 import { type Mesh, startMesh } from "../../tests/support/mesh.js";
+import { serverMode } from "../catalog/children.js";
 import { MachineMonitor, machineBusy, Sampler } from "../catalog/proc.js";
 import { intEnv } from "../lib/env.js";
 import { printProblems, printWarnings, writeResults } from "../lib/report.js";
@@ -94,7 +95,7 @@ async function main(): Promise<void> {
   say(`meshmart orders benchmark: ${started.toISOString()}`);
   say(`node ${process.version}, ${cpus()[0]?.model ?? "?"} x${availableParallelism()}`);
   say(
-    `services: ${process.env.BENCH_SOURCE === "1" ? "from source under tsx (BENCH_SOURCE=1)" : "compiled, as the images run"}`,
+    `services: ${serverMode() === "compiled" ? "compiled, as the images run" : "from source under tsx (BENCH_SOURCE=1)"}`,
   );
   say(
     `mode ${settings.mode}: ${settings.concurrency} ${settings.mode === "respond" ? "PlaceOrder calls in flight" : "orders open (placed, not yet CONFIRMED)"} over gRPC; warm-up ${settings.warmupSeconds} s, ` +
@@ -111,7 +112,7 @@ async function main(): Promise<void> {
   const mesh = await startMesh({
     label: "bench_orders",
     services: SERVICES,
-    compiled: process.env.BENCH_SOURCE !== "1",
+    compiled: serverMode() === "compiled",
     env: { SEED_DEMO: "false" },
     serviceEnv: {
       identity: {
