@@ -307,8 +307,6 @@ export interface StartHelperOptions {
   log: (line: string) => void;
   alternative: string;
   pidFile?: string;
-  /** nats-server only: a config file (`-c`; the flags here still win) and its environment. */
-  natsConfig?: { file: string; env: Record<string, string> };
 }
 
 async function startRedis(
@@ -343,11 +341,15 @@ async function startRedis(
   return child;
 }
 
-/** nats-server with JetStream on loopback `port`, storing in `storeDir`; resolves once it answers. */
+/**
+ * nats-server with JetStream on loopback `port`, storing in `storeDir`; resolves once it
+ * answers. `config`: a nats.conf (`-c`; the flags here still win) and the environment it reads.
+ */
 export async function startNats(
   port: number,
   storeDir: string,
   options: StartHelperOptions,
+  config?: { file: string; env: Record<string, string> },
 ): Promise<ManagedChild> {
   const binary = await ensureExecutable("nats-server", "nats-server", options);
   const child = spawnManaged({
@@ -362,11 +364,9 @@ export async function startNats(
       "-sd",
       storeDir,
       ...(options.pidFile === undefined ? [] : ["-P", options.pidFile]),
-      ...(options.natsConfig === undefined ? [] : ["-c", options.natsConfig.file]),
+      ...(config === undefined ? [] : ["-c", config.file]),
     ],
-    ...(options.natsConfig === undefined
-      ? {}
-      : { env: { ...process.env, ...options.natsConfig.env } }),
+    ...(config === undefined ? {} : { env: { ...process.env, ...config.env } }),
     stopSignal: "SIGTERM",
     stopTimeoutMs: 10_000,
   });

@@ -35,15 +35,14 @@ export async function startOwnedNats(
     installMissing: process.getuid?.() === 0,
     log: () => {},
     alternative: "set TEST_NATS_URL to a NATS server with JetStream",
-    ...(settings.config === undefined ? {} : { natsConfig: settings.config }),
   };
-  let child: ManagedChild | undefined = await startNats(port, storeDir, options);
+  let child: ManagedChild | undefined = await startNats(port, storeDir, options, settings.config);
   return {
     url: `nats://127.0.0.1:${port}`,
     port,
     async start() {
       if (child?.isRunning()) return;
-      child = await startNats(port, storeDir, options);
+      child = await startNats(port, storeDir, options, settings.config);
     },
     async stop() {
       await child?.stop();
