@@ -20,6 +20,7 @@ const ROOT = join(dirname(fileURLToPath(import.meta.url)), "..");
 const DEFAULT_PATTERNS = [
   "services/*/test/**/*.test.ts",
   "edge/**/test/**/*.test.ts",
+  "web/server/test/**/*.test.ts",
   "tests/**/*.test.ts",
 ];
 const PORTS = { postgres: 55432, redis: 56379, nats: 54222 };

@@ -25,24 +25,27 @@ import {
   createDatabase,
   databaseUrl,
   ensureInfra,
+  freePort,
   type Infra,
   isPortOpen,
   type ManagedChild,
   spawnManaged,
 } from "@meshmart/kit/testing";
+import { validateWithEnvoy, writeLocalEnvoyConfig } from "../edge/envoy/local.js";
 import { formatLogLine } from "./lib/log-format.js";
 import {
   dependenciesOf,
-  edgeSettings,
   entryPoint,
   implementedServices,
   listeningPorts,
   meshSettings,
+  PUBLIC_SERVICES,
   SERVICES,
   type ServicePorts,
   type ServiceSpec,
   serviceEnv,
 } from "./lib/services.js";
+import { ENVOY_VERSION, toolPath } from "./lib/tools.js";
 
 const ROOT = join(dirname(fileURLToPath(import.meta.url)), "..");
 // Our own ports, away from the standard ones so a system Postgres never collides.
@@ -60,6 +63,8 @@ interface RunningService {
   child: ManagedChild;
   /** Formatted recent lines, printed when it fails. */
   recent: string[];
+  /** Readiness path on the admin port (default /readyz). */
+  readyPath?: string;
 }
 
 let infra: Infra | undefined;
@@ -116,10 +121,10 @@ async function main(): Promise<void> {
   }
   await Promise.all(starting);
   if (shuttingDown) return;
-  if (existsSync(join(ROOT, EDGE_ENTRY)) && (only === undefined || only.includes("edge"))) {
-    const edge = startEdge();
-    running.push(edge);
-    await waitReady(edge);
+  if (only === undefined || only.includes("edge")) {
+    const edge = await startEdge();
+    running.push(...edge);
+    await Promise.all(edge.map(waitReady));
     if (shuttingDown) return;
   }
   up = true;
@@ -271,38 +276,87 @@ async function whenListening(service: RunningService): Promise<ServicePorts> {
   return service.ports;
 }
 
-const EDGE_ENTRY = "edge/src/main.ts";
+const STOREFRONT_ENTRY = "web/server/main.ts";
 
-/** The REST edge, in front of whatever services run, on EDGE_PORT (8080). */
-function startEdge(): RunningService {
-  const port = Number(process.env.EDGE_PORT ?? 8080);
-  const services = running.filter((s) => s.spec.name !== "edge");
-  const env: NodeJS.ProcessEnv = {
-    ...process.env,
-    EDGE_PORT: String(port),
-    EDGE_H2C_PORT: process.env.EDGE_H2C_PORT ?? String(port === 0 ? 0 : port + 1),
-    // Local defaults the user's environment overrides: a generous per-client limit and
-    // stricter ones on the credential endpoints.
-    EDGE_RATE_LIMIT: process.env.EDGE_RATE_LIMIT ?? "50/100",
-    EDGE_RATE_LIMITS: process.env.EDGE_RATE_LIMITS ?? "Login=1/10,SignUp=1/10,RefreshToken=2/10",
-    LOG_LEVEL: process.env.LOG_LEVEL ?? "info",
-    ...edgeSettings(new Map(services.map((s) => [s.spec.name, s.ports]))),
-  };
+/**
+ * The edge: real Envoy on EDGE_PORT (8080), running the config the cluster runs, generated
+ * for loopback upstreams into .data/up; the storefront's server behind it on STOREFRONT_PORT.
+ */
+async function startEdge(): Promise<RunningService[]> {
+  const port = await portOrFree(process.env.EDGE_PORT, 8080);
+  const adminPort = await portOrFree(process.env.EDGE_ADMIN_PORT, 9901);
+  const started: RunningService[] = [];
   storefront = buildStorefront();
-  if (storefront !== undefined) env.EDGE_STATIC_DIR = storefront;
-  say(`edge: REST on ${port === 0 ? "a free port" : `http://127.0.0.1:${port}`}; starting…`);
-  return launch(
+  let storefrontPort: number | undefined;
+  if (storefront !== undefined) {
+    storefrontPort = await portOrFree(process.env.STOREFRONT_PORT, 9400);
+    const site = launch(
+      { name: "storefront", grpcPort: storefrontPort },
+      { grpc: storefrontPort, http: storefrontPort, admin: storefrontPort },
+      {
+        command: process.execPath,
+        args: ["--conditions=development", "--import", "tsx", STOREFRONT_ENTRY],
+        cwd: ROOT,
+        env: { ...process.env, STOREFRONT_DIR: storefront, PORT: String(storefrontPort) },
+        stopSignal: "SIGTERM",
+        stopTimeoutMs: 5_000,
+      },
+    );
+    site.listening = true;
+    site.readyPath = "/";
+    started.push(site);
+  }
+  const services = running.filter((s) => PUBLIC_SERVICES.includes(s.spec.name));
+  const configFile = writeLocalEnvoyConfig(join(ROOT, ".data", "up", "envoy.yaml"), {
+    port,
+    adminPort,
+    host: process.env.EDGE_HOST ?? "127.0.0.1",
+    services: new Map(services.map((s) => [s.spec.name, s.ports])),
+    ...(storefrontPort === undefined ? {} : { storefrontPort }),
+  });
+  const envoy = toolPath("envoy");
+  validateWithEnvoy(envoy, configFile);
+  say(`edge: Envoy ${ENVOY_VERSION} on http://127.0.0.1:${port} (config ${configFile}); starting…`);
+  const edge = launch(
     { name: "edge", grpcPort: port },
-    { grpc: port, http: port, admin: port },
+    { grpc: port, http: port, admin: adminPort },
     {
-      command: process.execPath,
-      args: ["--conditions=development", "--import", "tsx", EDGE_ENTRY],
+      command: envoy,
+      args: [
+        "-c",
+        configFile,
+        "--concurrency",
+        process.env.EDGE_CONCURRENCY ?? "1",
+        "--disable-hot-restart",
+        "--log-level",
+        process.env.EDGE_LOG_LEVEL ?? "warn",
+        "--log-format-escaped",
+        "--drain-time-s",
+        "2",
+      ],
       cwd: ROOT,
-      env,
+      env: { PATH: process.env.PATH ?? "" },
       stopSignal: "SIGTERM",
-      stopTimeoutMs: 30_000,
+      stopTimeoutMs: 10_000,
     },
   );
+  edge.listening = true;
+  // Envoy's admin answers /ready once its listeners are up.
+  edge.readyPath = "/ready";
+  started.push(edge);
+  return started;
+}
+
+/** `value` as a port; 0 picks a free one here, since Envoy cannot report the one it got. */
+async function portOrFree(value: string | undefined, fallback: number): Promise<number> {
+  const port = value === undefined || value === "" ? fallback : Number(value);
+  if (!Number.isInteger(port) || port < 0 || port > 65535) {
+    throw new StartupError(`not a port: ${value}`);
+  }
+  if (port !== 0 && (await isPortOpen("127.0.0.1", port))) {
+    throw new StartupError(`port ${port} is already in use — another \`make up\`?`);
+  }
+  return port === 0 ? freePort() : port;
 }
 
 /**
@@ -324,12 +378,12 @@ function buildStorefront(): string | undefined {
   return join(ROOT, "web", "dist");
 }
 
-/** Waits for 200 from the service's admin /readyz (the edge: its own /readyz). */
+/** Waits for 200 from the service's admin /readyz (Envoy: its admin /ready). */
 async function waitReady(service: RunningService): Promise<void> {
   const { spec, child } = service;
   const began = Date.now();
   const { admin } = await whenListening(service);
-  const url = `http://127.0.0.1:${admin}/readyz`;
+  const url = `http://127.0.0.1:${admin}${service.readyPath ?? "/readyz"}`;
   say(`${spec.name}: waiting for readiness on ${url}…`);
   try {
     await child.waitUntil(async () => {
@@ -367,12 +421,13 @@ function watchForDeath(service: RunningService): void {
 
 function printSummary(infra: Infra): void {
   const edge = running.find((s) => s.spec.name === "edge");
-  const services = running.filter((s) => s !== edge);
+  const services = running.filter((s) => s !== edge && s.spec.name !== "storefront");
   const rest =
     edge === undefined
       ? []
       : [
           `REST http://127.0.0.1:${edge.ports.http}`,
+          `Envoy admin http://127.0.0.1:${edge.ports.admin}`,
           ...(storefront === undefined ? [] : [`storefront http://127.0.0.1:${edge.ports.http}/`]),
         ];
   const parts = services.map(
@@ -393,13 +448,12 @@ function printSummary(infra: Infra): void {
     if (edge !== undefined) {
       say(`    curl -s 'http://127.0.0.1:${edge.ports.http}/v1/products?page_size=2'`);
     }
-    const grpc = `127.0.0.1:${first.ports.grpc}`;
-    const buf = "npx buf curl --protocol grpc --http2-prior-knowledge";
-    say(`    ${buf} --list-methods http://${grpc}`);
+    const grpcurl = ".data/tools/bin/grpcurl -plaintext";
+    say(`    ${grpcurl} 127.0.0.1:${first.ports.grpc} list`);
     for (const { spec, ports } of services) {
       if (spec.sample === undefined) continue;
       const body = `'${spec.sample.body}'`;
-      say(`    ${buf} -d ${body} http://127.0.0.1:${ports.grpc}/${spec.sample.method}`);
+      say(`    ${grpcurl} -d ${body} 127.0.0.1:${ports.grpc} ${spec.sample.method}`);
       say(
         `    curl -s -H 'content-type: application/json' -d ${body} http://127.0.0.1:${ports.http}/${spec.sample.method}`,
       );

@@ -14,6 +14,7 @@ import {
   testRedisUrl,
   uniqueName,
 } from "@meshmart/kit/testing";
+import { toolPath } from "../scripts/lib/tools.js";
 
 // `make up` end to end: the script the Makefile runs, on the test run's own infra and
 // free ports, checked the way the README tells a user to check it.
@@ -21,7 +22,7 @@ const ROOT = join(dirname(fileURLToPath(import.meta.url)), "..");
 const run = promisify(execFile);
 let up: ChildProcess;
 let output = "";
-let ports: { grpc: number; http: number; admin: number; edge: number };
+let ports: { grpc: number; http: number; admin: number; edge: number; envoyAdmin: number };
 let adminUrl: string;
 const prefix = uniqueName("upsmoke");
 
@@ -40,6 +41,8 @@ before(async () => {
       EVENTS_NAMESPACE: prefix,
       MESHMART_SERVICES: "catalog,edge",
       EDGE_PORT: "0",
+      EDGE_ADMIN_PORT: "0",
+      STOREFRONT_PORT: "0",
       CATALOG_GRPC_PORT: "0",
       CATALOG_HTTP_PORT: "0",
       CATALOG_ADMIN_PORT: "0",
@@ -73,9 +76,10 @@ function portsOf(line: string): typeof ports {
   };
   return {
     edge: port(/REST http:\/\/127\.0\.0\.1:(\d+)/),
+    envoyAdmin: port(/Envoy admin http:\/\/127\.0\.0\.1:(\d+)/),
     grpc: port(/catalog grpc 127\.0\.0\.1:(\d+)/),
-    http: port(/connect http:\/\/127\.0\.0\.1:(\d+)/),
-    admin: port(/admin http:\/\/127\.0\.0\.1:(\d+)/),
+    http: port(/catalog grpc [^;]*connect http:\/\/127\.0\.0\.1:(\d+)/),
+    admin: port(/catalog grpc [^;]*, admin http:\/\/127\.0\.0\.1:(\d+)/),
   };
 }
 
@@ -92,25 +96,18 @@ after(async () => {
 test("prints one 'meshmart is up' line naming the REST and catalog URLs", () => {
   const lines = output.split("\n").filter((l) => l.startsWith("meshmart is up"));
   assert.equal(lines.length, 1);
-  // portsOf found four distinct, real ports in it.
-  assert.equal(new Set(Object.values(ports)).size, 4, JSON.stringify(ports));
+  // portsOf found five distinct, real ports in it.
+  assert.equal(new Set(Object.values(ports)).size, 5, JSON.stringify(ports));
 });
 
-test("buf curl lists CatalogService and Health through reflection", async () => {
-  const { stdout } = await run(
-    join(ROOT, "node_modules/.bin/buf"),
-    [
-      "curl",
-      "--protocol",
-      "grpc",
-      "--http2-prior-knowledge",
-      "--list-methods",
-      `http://127.0.0.1:${ports.grpc}`,
-    ],
-    { cwd: ROOT },
-  );
-  assert.match(stdout, /^meshmart\.catalog\.v1\.CatalogService\/GetProduct$/m);
-  assert.match(stdout, /^grpc\.health\.v1\.Health\/Check$/m);
+test("grpcurl lists CatalogService and Health through reflection", async () => {
+  const { stdout } = await run(toolPath("grpcurl"), [
+    "-plaintext",
+    `127.0.0.1:${ports.grpc}`,
+    "list",
+  ]);
+  assert.match(stdout, /^meshmart\.catalog\.v1\.CatalogService$/m);
+  assert.match(stdout, /^grpc\.health\.v1\.Health$/m);
 });
 
 test("a seeded product comes back over gRPC and over Connect JSON", async () => {
@@ -154,12 +151,26 @@ test("a seeded product comes back over gRPC and over Connect JSON", async () => 
   assert.equal(((await connect.json()) as { product: { id: string } }).product.id, product.id);
 });
 
-test("the REST edge serves the catalog", async () => {
-  const res = await fetch(`http://127.0.0.1:${ports.edge}/v1/products?page_size=2`);
+test("Envoy is the edge: it serves the catalog over REST and logs the request", async () => {
+  const res = await fetch(`http://127.0.0.1:${ports.edge}/v1/products?page_size=2`, {
+    headers: { "x-request-id": `${prefix}-list` },
+  });
   assert.equal(res.status, 200);
+  assert.equal(res.headers.get("server"), "envoy");
   const body = (await res.json()) as { products: unknown[]; nextPageToken: string };
   assert.equal(body.products.length, 2);
   assert.ok(body.nextPageToken.length > 0);
+  // Envoy's access log is part of make up's output, like every service's log.
+  const deadline = Date.now() + 5_000;
+  while (!output.includes(`id=${prefix}-list`) && Date.now() < deadline) {
+    await new Promise((r) => setTimeout(r, 50));
+  }
+  assert.match(
+    output,
+    new RegExp(`^\\[edge\\] GET /v1/products\\?page_size=2 .*200 .*id=${prefix}-list`, "m"),
+  );
+  const ready = await fetch(`http://127.0.0.1:${ports.envoyAdmin}/ready`);
+  assert.equal(await ready.text(), "LIVE\n");
 });
 
 test("the edge serves the storefront at / and names it in the summary", async () => {

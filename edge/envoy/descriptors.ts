@@ -48,6 +48,7 @@ export const ENVOY_API_PROTOS: readonly string[] = [
   "envoy/extensions/filters/http/grpc_json_transcoder/v3/transcoder.proto",
   "envoy/extensions/filters/http/router/v3/router.proto",
   "envoy/extensions/filters/http/buffer/v3/buffer.proto",
+  "envoy/extensions/filters/http/lua/v3/lua.proto",
   "envoy/extensions/access_loggers/stream/v3/stream.proto",
   "envoy/extensions/access_loggers/file/v3/file.proto",
   "envoy/extensions/upstreams/http/v3/http_protocol_options.proto",

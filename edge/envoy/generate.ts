@@ -1,6 +1,10 @@
 /**
- * Generates edge/envoy/envoy.yaml (Envoy static bootstrap for the production edge) from the
- * meshmart descriptor set, so the REST surface Envoy transcodes is exactly what proto/ declares.
+ * Generates the Envoy edge's static bootstrap from the meshmart descriptor set, so the REST
+ * surface Envoy transcodes is exactly what proto/ declares. Two targets, one function:
+ *
+ *  - the cluster (`edge/envoy/envoy.yaml`, committed, what the `edge` image runs);
+ *  - local (`make up`, every test): the same config with other upstream addresses, ports and
+ *    file paths (see local.ts), written under .data/ and never committed.
  *
  *   node_modules/.bin/buf build --as-file-descriptor-set -o .build/meshmart.binpb
  *   node --import tsx edge/envoy/generate.ts [--descriptor .build/meshmart.binpb] [--out edge/envoy/envoy.yaml] [--check]
@@ -10,9 +14,11 @@
  * Ports (decided here, documented in the yaml header): inside pods every service listens on
  * grpc 9000 (h2c; Istio's sidecar adds mTLS), http 9001 (Connect/gRPC-Web/JSON, HTTP/1.1; serves
  * identity's /.well-known/jwks.json) and admin 9002 (metrics). Kubernetes Services are
- * `<name>.meshmart.svc.cluster.local`. Envoy listens on 8080, its admin on 127.0.0.1:9901.
+ * `<name>.meshmart.svc.cluster.local`; the storefront's static files come from the
+ * `storefront` Service on 8080. Envoy listens on 8080, its admin on 127.0.0.1:9901.
  */
 import { readFileSync, writeFileSync } from "node:fs";
+import { STATUS_CODES } from "node:http";
 import { join } from "node:path";
 import { pathToFileURL } from "node:url";
 import { parseArgs } from "node:util";
@@ -23,17 +29,29 @@ import { MESHMART_DESCRIPTOR, meshmartRegistry, REPO_ROOT } from "./descriptors.
 export const ENVOY_YAML = join(REPO_ROOT, "edge/envoy/envoy.yaml");
 /** Where the deploy mounts the descriptor set for grpc_json_transcoder. */
 export const DESCRIPTOR_MOUNT_PATH = "/etc/envoy/meshmart.binpb";
+/** Where the edge image keeps the OpenAPI document it serves at /openapi.json. */
+export const OPENAPI_MOUNT_PATH = "/etc/envoy/meshmart.openapi.json";
 export const POD_PORTS = { grpc: 9000, http: 9001, admin: 9002 } as const;
 export const LISTENER_PORT = 8080;
 export const ADMIN_PORT = 9901;
+export const STOREFRONT_PORT = 8080;
 export const JWT_PROVIDER = "identity";
 export const JWT_ISSUER = "meshmart-identity";
 export const JWT_AUDIENCE = "meshmart";
 export const JWT_PAYLOAD_HEADER = "x-jwt-payload";
+/** The verified `sub` claim, set by jwt_authn for the per-user rate limit. */
+export const JWT_SUBJECT_HEADER = "x-jwt-sub";
 export const HEALTH_PATH = "/healthz";
+/** The method the client sent, before the transcoder turns a REST call into a gRPC POST. */
+export const ORIGINAL_METHOD_HEADER = "x-edge-original-method";
+export const OPENAPI_PATH = "/openapi.json";
+/** Request headers larger than this are refused with 431. */
+export const MAX_REQUEST_HEADERS_KB = 32;
+/** A REST request body larger than this is refused with 413. */
+export const MAX_REQUEST_BODY_BYTES = 1024 * 1024;
 
-/** Methods callable without a token (must match the local edge in edge/src). Everything else
- *  that is transcoded or routed requires a valid JWT: deny by default. */
+/** Methods callable without a token. Everything else that is transcoded or routed requires a
+ *  valid JWT at the edge: deny by default. */
 export const PUBLIC_METHODS: readonly string[] = [
   "meshmart.catalog.v1.CatalogService.GetProduct",
   "meshmart.catalog.v1.CatalogService.ListProducts",
@@ -44,13 +62,91 @@ export const PUBLIC_METHODS: readonly string[] = [
   "meshmart.identity.v1.IdentityService.GetJwks",
 ];
 
-export const CORS_ALLOWED_ORIGINS = {
-  exact: ["https://shop.meshmart.example"],
-  regex: ["^http://localhost(:[0-9]+)?$"],
+/** A token bucket: `burst` requests at once, refilled at `perSecond`. */
+export interface RateLimit {
+  burst: number;
+  perSecond: number;
+}
+
+/**
+ * Per client (its IP when anonymous, its verified `sub` when signed in), per Envoy replica.
+ * Credential endpoints get a stricter bucket of their own, so guessing passwords is slow
+ * while browsing is not.
+ */
+export const RATE_LIMITS = {
+  default: { burst: 100, perSecond: 50 },
+  methods: {
+    "meshmart.identity.v1.IdentityService.Login": { burst: 10, perSecond: 1 },
+    "meshmart.identity.v1.IdentityService.SignUp": { burst: 10, perSecond: 1 },
+    "meshmart.identity.v1.IdentityService.RefreshToken": { burst: 10, perSecond: 2 },
+  } as Readonly<Record<string, RateLimit>>,
 } as const;
 
-const HTTP_RULE = "google.api.http";
+export const CORS_ALLOWED_ORIGINS = {
+  exact: ["https://shop.meshmart.example"],
+  regex: ["^http://localhost(:[0-9]+)?$", "^http://127\\.0\\.0\\.1(:[0-9]+)?$"],
+} as const;
+
+/**
+ * gRPC status code for each HTTP status Envoy may answer on its own (no route, body or
+ * headers too large, rate limited, no upstream, …), so those answers have the same
+ * google.rpc.Status JSON body as the services' errors. The inverse of the transcoder's
+ * gRPC → HTTP mapping where one exists.
+ */
+export const LOCAL_REPLY_CODES: Readonly<Record<number, number>> = {
+  400: 3,
+  401: 16,
+  403: 7,
+  404: 5,
+  405: 12,
+  408: 4,
+  413: 8,
+  415: 3,
+  429: 8,
+  431: 8,
+  500: 13,
+  501: 12,
+  502: 14,
+  503: 14,
+  504: 4,
+};
+
+/** Where the edge finds its upstreams and files; the only thing local and cluster differ in. */
+export interface EdgeTarget {
+  /** Human description for the header comment. */
+  describe: string;
+  listen: SocketAddress;
+  admin: SocketAddress;
+  /** A service's gRPC (h2c) or Connect (HTTP/1.1) port. */
+  upstream(service: string, port: "grpc" | "http"): SocketAddress;
+  storefront: SocketAddress;
+  /** DNS names resolve (cluster) or addresses are IPs (local, STATIC clusters). */
+  resolve: "dns" | "static";
+  descriptorPath: string;
+  openapiPath: string;
+}
+
+export interface SocketAddress {
+  address: string;
+  port: number;
+}
+
 const svcHost = (name: string) => `${name}.meshmart.svc.cluster.local`;
+
+/** The cluster: Kubernetes Services, files where the edge image puts them. */
+export const CLUSTER_TARGET: EdgeTarget = {
+  describe: `Pod ports: grpc ${POD_PORTS.grpc} (h2c), http ${POD_PORTS.http} (Connect/JSON, JWKS), admin ${POD_PORTS.admin}; services at <name>.meshmart.svc.cluster.local; the storefront at storefront.meshmart.svc.cluster.local:${STOREFRONT_PORT}.
+# The edge image holds the descriptor set at ${DESCRIPTOR_MOUNT_PATH} and the OpenAPI document at ${OPENAPI_MOUNT_PATH}.`,
+  listen: { address: "0.0.0.0", port: LISTENER_PORT },
+  admin: { address: "127.0.0.1", port: ADMIN_PORT },
+  upstream: (service, port) => ({ address: svcHost(service), port: POD_PORTS[port] }),
+  storefront: { address: svcHost("storefront"), port: STOREFRONT_PORT },
+  resolve: "dns",
+  descriptorPath: DESCRIPTOR_MOUNT_PATH,
+  openapiPath: OPENAPI_MOUNT_PATH,
+};
+
+const HTTP_RULE = "google.api.http";
 
 export interface PublicService {
   /** fully qualified, e.g. meshmart.catalog.v1.CatalogService */
@@ -86,18 +182,24 @@ function clusterFor(svc: DescService): string {
   return m[1];
 }
 
-function checkPublicMethods(registry: FileRegistry, services: PublicService[]): void {
-  for (const full of PUBLIC_METHODS) {
+function checkMethods(registry: FileRegistry, services: PublicService[], names: string[]): void {
+  for (const full of names) {
     const dot = full.lastIndexOf(".");
     const svc = registry.getService(full.slice(0, dot));
     if (!svc?.methods.some((m) => m.name === full.slice(dot + 1))) {
-      throw new Error(`PUBLIC_METHODS names ${full}, which is not in the descriptor set`);
+      throw new Error(`the edge config names ${full}, which is not in the descriptor set`);
     }
     if (!services.some((s) => s.typeName === svc.typeName)) {
-      throw new Error(`PUBLIC_METHODS names ${full}, but ${svc.typeName} has no http rules`);
+      throw new Error(`the edge config names ${full}, but ${svc.typeName} has no http rules`);
     }
   }
 }
+
+/** `/pkg.Service/Method` of `pkg.Service.Method`. */
+export const methodPath = (full: string): string => {
+  const dot = full.lastIndexOf(".");
+  return `/${full.slice(0, dot)}/${full.slice(dot + 1)}`;
+};
 
 const any = (type: string, body: Record<string, unknown>) => ({
   "@type": `type.googleapis.com/${type}`,
@@ -107,14 +209,63 @@ const pct100 = (runtimeKey: string) => ({
   runtime_key: runtimeKey,
   default_value: { numerator: 100, denominator: "HUNDRED" },
 });
+/** API-looking paths (any case): versioned REST, well-known documents. */
+const REST_PATHS = "(?i)^/(v[0-9]+|\\.well-known)(/.*)?$";
+const REST_UNMATCHED = "rest_unmatched";
+/** Pseudo-headers are out of header_mutation's reach; a one-line Lua script is not. */
+const HEAD_AS_GET = 'function envoy_on_request(h) h:headers():replace(":method", "GET") end\n';
+const F = {
+  headerMutation: "envoy.filters.http.header_mutation",
+  buffer: "envoy.filters.http.buffer",
+  lua: "envoy.filters.http.lua",
+  transcoder: "envoy.filters.http.grpc_json_transcoder",
+  rateLimit: "envoy.filters.http.local_ratelimit",
+  jwt: "envoy.filters.http.jwt_authn",
+} as const;
+/** Turns one HTTP filter off on a route (the storefront and Connect need no transcoding). */
+const disabled = any("envoy.config.route.v3.FilterConfig", { disabled: true });
 
-function grpcCluster(name: string) {
+function endpoints(name: string, at: SocketAddress) {
+  return {
+    cluster_name: name,
+    endpoints: [
+      {
+        lb_endpoints: [
+          {
+            endpoint: { address: { socket_address: { address: at.address, port_value: at.port } } },
+          },
+        ],
+      },
+    ],
+  };
+}
+
+function clusterBase(name: string, at: SocketAddress, target: EdgeTarget) {
   return {
     name,
-    type: "STRICT_DNS",
+    type: target.resolve === "dns" ? "STRICT_DNS" : "STATIC",
     connect_timeout: "1s",
-    dns_lookup_family: "V4_ONLY",
+    ...(target.resolve === "dns" ? { dns_lookup_family: "V4_ONLY" } : {}),
     lb_policy: "ROUND_ROBIN",
+    load_assignment: endpoints(name, at),
+  };
+}
+
+const circuitBreakers = {
+  thresholds: [
+    {
+      priority: "DEFAULT",
+      max_connections: 1024,
+      max_pending_requests: 1024,
+      max_requests: 1024,
+      max_retries: 3,
+    },
+  ],
+};
+
+function grpcCluster(name: string, target: EdgeTarget) {
+  return {
+    ...clusterBase(name, target.upstream(name, "grpc"), target),
     typed_extension_protocol_options: {
       "envoy.extensions.upstreams.http.v3.HttpProtocolOptions": any(
         "envoy.extensions.upstreams.http.v3.HttpProtocolOptions",
@@ -124,7 +275,6 @@ function grpcCluster(name: string) {
         },
       ),
     },
-    load_assignment: endpoints(name, POD_PORTS.grpc),
     health_checks: [
       {
         timeout: "1s",
@@ -134,85 +284,363 @@ function grpcCluster(name: string) {
         grpc_health_check: {},
       },
     ],
-    circuit_breakers: {
-      thresholds: [
+    // A host that has never been checked still takes traffic: the edge may start before
+    // (or restart after) the services without answering 503 for the first interval.
+    ignore_health_on_host_removal: true,
+    common_lb_config: { healthy_panic_threshold: { value: 50 } },
+    circuit_breakers: circuitBreakers,
+  };
+}
+
+/** Connect (JSON or binary over HTTP/1.1) goes to the service's own Connect port as is. */
+function connectCluster(name: string, target: EdgeTarget) {
+  return {
+    ...clusterBase(`${name}_http`, target.upstream(name, "http"), target),
+    typed_extension_protocol_options: {
+      "envoy.extensions.upstreams.http.v3.HttpProtocolOptions": any(
+        "envoy.extensions.upstreams.http.v3.HttpProtocolOptions",
         {
-          priority: "DEFAULT",
-          max_connections: 1024,
-          max_pending_requests: 1024,
-          max_requests: 1024,
-          max_retries: 3,
+          common_http_protocol_options: { idle_timeout: "60s" },
+          explicit_http_config: { http_protocol_options: {} },
+        },
+      ),
+    },
+    circuit_breakers: circuitBreakers,
+  };
+}
+
+/** The per-client buckets of one route: per verified user when signed in, else per IP. */
+function rateLimitFor(limit: RateLimit, statPrefix: string) {
+  const bucket = {
+    max_tokens: limit.burst,
+    tokens_per_fill: limit.perSecond,
+    fill_interval: "1s",
+  };
+  return any("envoy.extensions.filters.http.local_ratelimit.v3.LocalRateLimit", {
+    stat_prefix: statPrefix,
+    // Across every client of this route: only the per-client buckets below should bite.
+    token_bucket: { max_tokens: 1_000_000, tokens_per_fill: 1_000_000, fill_interval: "1s" },
+    filter_enabled: pct100("local_rate_limit_enabled"),
+    filter_enforced: pct100("local_rate_limit_enforced"),
+    rate_limited_as_resource_exhausted: true,
+    max_dynamic_descriptors: 100_000,
+    descriptors: [
+      { entries: [{ key: "user" }], token_bucket: bucket },
+      {
+        entries: [{ key: "anonymous", value: "true" }, { key: "remote_address" }],
+        token_bucket: bucket,
+      },
+    ],
+    rate_limits: [
+      {
+        actions: [
+          {
+            request_headers: {
+              header_name: JWT_SUBJECT_HEADER,
+              descriptor_key: "user",
+              skip_if_absent: true,
+            },
+          },
+        ],
+      },
+      {
+        actions: [
+          {
+            header_value_match: {
+              descriptor_key: "anonymous",
+              descriptor_value: "true",
+              expect_match: false,
+              headers: [{ name: JWT_SUBJECT_HEADER, present_match: true }],
+            },
+          },
+          { remote_address: {} },
+        ],
+      },
+    ],
+    response_headers_to_add: [
+      { append_action: "OVERWRITE_IF_EXISTS_OR_ADD", header: { key: "retry-after", value: "1" } },
+    ],
+  });
+}
+
+/** Connect's names of the gRPC codes (code 5 → "not_found"). */
+const CONNECT_CODE_NAMES = [
+  "ok",
+  "canceled",
+  "unknown",
+  "invalid_argument",
+  "deadline_exceeded",
+  "not_found",
+  "already_exists",
+  "permission_denied",
+  "resource_exhausted",
+  "failed_precondition",
+  "aborted",
+  "out_of_range",
+  "unimplemented",
+  "internal",
+  "unavailable",
+  "data_loss",
+  "unauthenticated",
+] as const;
+
+/** What a Connect streaming client reads when Envoy refuses its call with `status`. */
+const CONNECT_STREAM_MESSAGES: Readonly<Record<number, string>> = {
+  401: "a valid bearer token is required",
+  404: "no such method at the edge",
+  429: "rate limit exceeded",
+  431: "request headers too large",
+  503: "upstream unavailable",
+  504: "upstream timeout",
+};
+
+/**
+ * One Connect end-of-stream message (flags 0b10, big-endian length, JSON), as the body of a
+ * local reply. Envoy cannot frame a body of variable length, so the message is fixed per
+ * status; the length must stay below 0x80 so each prefix byte is one character of the
+ * (UTF-8) config string.
+ */
+export function connectEndStream(code: number, message: string): string {
+  const json = JSON.stringify({ error: { code: CONNECT_CODE_NAMES[code], message } });
+  const length = Buffer.byteLength(json);
+  if (length >= 0x80) throw new Error(`Connect end-stream message too long (${length}): ${json}`);
+  return String.fromCharCode(0b10, 0, 0, 0, length) + json;
+}
+
+/**
+ * Envoy's own answers (no route, limits, rate limit, no upstream) in the shape the caller's
+ * protocol expects: a Connect error for Connect calls, google.rpc.Status JSON for everything
+ * else but gRPC (whose local replies are trailers-only statuses already, and which the
+ * transcoder turns into REST errors itself).
+ */
+function localReplyConfig() {
+  const statusIs = (op: "EQ" | "GE", status: number) => ({
+    status_code_filter: {
+      comparison: { op, value: { default_value: status, runtime_key: `local_reply_${status}` } },
+    },
+  });
+  // Connect unary calls send the header; Connect GETs say `connect=v1` in the query instead.
+  const connect = {
+    or_filter: {
+      filters: [
+        { header_filter: { header: { name: "connect-protocol-version", present_match: true } } },
+        {
+          header_filter: {
+            header: { name: ":path", string_match: { safe_regex: { regex: "[?&]connect=v1(&|$)" } } },
+          },
         },
       ],
     },
   };
-}
-
-function endpoints(name: string, port: number) {
-  return {
-    cluster_name: name,
-    endpoints: [
-      {
-        lb_endpoints: [
-          {
-            endpoint: { address: { socket_address: { address: svcHost(name), port_value: port } } },
-          },
-        ],
+  const connectStream = (format: "json" | "proto") => ({
+    header_filter: {
+      header: {
+        name: "content-type",
+        string_match: { prefix: `application/connect+${format}` },
       },
-    ],
+    },
+  });
+  // Envoy decides between a gRPC and a plain local reply on the request as it arrived; the
+  // filters here see it after the transcoder, which has made a REST call look like gRPC
+  // (and left the original path behind).
+  const notGrpc = {
+    or_filter: {
+      filters: [
+        {
+          header_filter: {
+            header: {
+              name: "content-type",
+              string_match: { prefix: "application/grpc" },
+              invert_match: true,
+              treat_missing_header_as_empty: true,
+            },
+          },
+        },
+        { header_filter: { header: { name: "x-envoy-original-path", present_match: true } } },
+      ],
+    },
   };
-}
-
-export function buildConfig(registry: FileRegistry): Record<string, unknown> {
-  const services = publicServices(registry);
-  checkPublicMethods(registry, services);
-  const identity = services.find((s) => s.cluster === "identity");
-  if (!identity) throw new Error("identity must be a public service (it serves the JWKS)");
-
-  const routes: unknown[] = [];
-  for (const s of services) {
-    // Server-streaming methods: no overall timeout, idle timeout instead.
-    for (const m of s.streamingMethods) {
-      routes.push({
-        name: `${s.cluster}.${m}`,
-        match: { path: `/${s.typeName}/${m}` },
-        route: { cluster: s.cluster, timeout: "0s", idle_timeout: "300s" },
+  const when = (status: ReturnType<typeof statusIs>, kind: object) => ({
+    and_filter: { filters: [status, kind] },
+  });
+  const mappers: unknown[] = [];
+  const codes: [ReturnType<typeof statusIs>, number][] = [
+    ...Object.entries(LOCAL_REPLY_CODES).map(
+      ([status, code]) =>
+        [statusIs("EQ", Number(status)), code] as [ReturnType<typeof statusIs>, number],
+    ),
+    // Any other error status Envoy makes up: still an error body, as an unknown error.
+    [statusIs("GE", 400), 2],
+  ];
+  // A Connect stream hears of an error only from a 200 response's end-of-stream message;
+  // any other status reaches its client as a bare "HTTP 4xx".
+  for (const [status, code] of codes) {
+    const http = status.status_code_filter.comparison;
+    const message =
+      http.op === "EQ"
+        ? (CONNECT_STREAM_MESSAGES[http.value.default_value] ??
+          (STATUS_CODES[http.value.default_value] ?? "error").toLowerCase())
+        : "refused by the edge";
+    for (const format of ["json", "proto"] as const) {
+      mappers.push({
+        filter: when(status, connectStream(format)),
+        status_code: 200,
+        body_format_override: {
+          text_format_source: { inline_string: connectEndStream(code, message) },
+          content_type: `application/connect+${format}`,
+        },
       });
     }
-    routes.push({
-      name: s.cluster,
-      match: { prefix: `/${s.typeName}/` },
-      route: {
-        cluster: s.cluster,
-        timeout: "15s",
-        max_stream_duration: { grpc_timeout_header_max: "15s" },
+  }
+  for (const [status, code] of codes) {
+    mappers.push({
+      filter: when(status, connect),
+      body_format_override: {
+        json_format: { code: CONNECT_CODE_NAMES[code], message: "%LOCAL_REPLY_BODY%" },
       },
     });
   }
+  for (const [status, code] of codes) {
+    mappers.push({
+      filter: when(status, notGrpc),
+      body_format_override: { json_format: { code, message: "%LOCAL_REPLY_BODY%" } },
+    });
+  }
+  return { mappers };
+}
+
+export function buildConfig(
+  registry: FileRegistry,
+  target: EdgeTarget = CLUSTER_TARGET,
+): Record<string, unknown> {
+  const services = publicServices(registry);
+  checkMethods(registry, services, [...PUBLIC_METHODS, ...Object.keys(RATE_LIMITS.methods)]);
+  const identity = services.find((s) => s.cluster === "identity");
+  if (!identity) throw new Error("identity must be a public service (it serves the JWKS)");
+
+  const routes: unknown[] = [
+    {
+      name: "openapi",
+      match: { path: OPENAPI_PATH, headers: [methodIs("GET", "HEAD")] },
+      direct_response: { status: 200, body: { filename: target.openapiPath } },
+      response_headers_to_add: [
+        header("content-type", "application/json"),
+        header("cache-control", "public, max-age=300"),
+      ],
+      typed_per_filter_config: { [F.transcoder]: disabled },
+    },
+  ];
+  const grpc = { name: "content-type", string_match: { prefix: "application/grpc" } };
+  const defaultLimit = rateLimitFor(RATE_LIMITS.default, "edge_rate_limit");
+  for (const s of services) {
+    // gRPC and gRPC-Web (grpc_web turns it into gRPC) reach the gRPC port; so do REST calls,
+    // which the transcoder has turned into gRPC by the time the router picks the route.
+    // Connect requests (any other content type, or a GET) go to the Connect port untouched.
+    for (const kind of ["grpc", "connect"] as const) {
+      const cluster = kind === "grpc" ? s.cluster : `${s.cluster}_http`;
+      const headers = kind === "grpc" ? [grpc] : [];
+      const perFilter = (limit: unknown) => ({
+        [F.rateLimit]: limit,
+        [F.buffer]: disabled,
+        ...(kind === "connect" ? { [F.transcoder]: disabled } : {}),
+      });
+      for (const m of s.streamingMethods) {
+        routes.push({
+          name: `${s.cluster}.${m}.${kind}`,
+          match: { path: `/${s.typeName}/${m}`, headers },
+          // No overall timeout for a stream; idle streams still end.
+          route: { cluster, timeout: "0s", idle_timeout: "300s" },
+          typed_per_filter_config: perFilter(defaultLimit),
+        });
+      }
+      for (const [full, limit] of Object.entries(RATE_LIMITS.methods)) {
+        if (!full.startsWith(`${s.typeName}.`)) continue;
+        routes.push({
+          name: `${s.cluster}.${full.slice(s.typeName.length + 1)}.${kind}`,
+          match: { path: methodPath(full), headers },
+          route: unaryRoute(cluster),
+          typed_per_filter_config: perFilter(
+            rateLimitFor(limit, `edge_rate_limit_${full.slice(s.typeName.length + 1)}`),
+          ),
+        });
+      }
+      routes.push({
+        name: `${s.cluster}.${kind}`,
+        match: { prefix: `/${s.typeName}/`, headers },
+        route: unaryRoute(cluster),
+        typed_per_filter_config: perFilter(defaultLimit),
+      });
+    }
+  }
+  routes.push(
+    {
+      // gRPC for anything the edge does not publish (reflection, health, internal services).
+      name: "grpc.unpublished",
+      match: { prefix: "/", headers: [grpc] },
+      direct_response: { status: 404, body: { inline_string: "no such service at the edge" } },
+      typed_per_filter_config: { [F.transcoder]: disabled },
+    },
+    {
+      // HEAD wherever GET works: the transcoder only knows GET bindings, so the edge asks
+      // for GET and Envoy drops the body of the answer.
+      name: "rest.head",
+      match: { safe_regex: { regex: REST_PATHS }, headers: [methodIs("HEAD")] },
+      route: { cluster: REST_UNMATCHED, timeout: "15s" },
+      typed_per_filter_config: {
+        [F.lua]: any("envoy.extensions.filters.http.lua.v3.LuaPerRoute", {
+          source_code: { inline_string: HEAD_AS_GET },
+        }),
+      },
+    },
+    {
+      // REST paths: the transcoder turns every one that matches a binding into a gRPC call
+      // (and the router re-matches it above); the rest it answers 404 itself. This route only
+      // gives CORS and the body limit a route to work on; its cluster has no hosts.
+      name: "rest",
+      match: { safe_regex: { regex: REST_PATHS } },
+      route: { cluster: REST_UNMATCHED, timeout: "15s" },
+    },
+    {
+      // The storefront: GET and HEAD only; its server answers client routes with the app.
+      name: "storefront",
+      match: { prefix: "/", headers: [methodIs("GET", "HEAD")] },
+      route: { cluster: "storefront", timeout: "15s" },
+      typed_per_filter_config: { [F.transcoder]: disabled, [F.buffer]: disabled },
+    },
+    {
+      name: "nothing",
+      match: { prefix: "/" },
+      direct_response: { status: 404, body: { inline_string: "not found" } },
+      typed_per_filter_config: { [F.transcoder]: disabled },
+    },
+  );
 
   const jwtRules: unknown[] = [
-    ...[...PUBLIC_METHODS].sort().map((full) => {
-      const dot = full.lastIndexOf(".");
-      return { match: { path: `/${full.slice(0, dot)}/${full.slice(dot + 1)}` } };
-    }),
-    { match: { prefix: "/" }, requires: { provider_name: JWT_PROVIDER } },
+    ...[...PUBLIC_METHODS].sort().map((full) => ({ match: { path: methodPath(full) } })),
+    ...services.map((s) => ({
+      match: { prefix: `/${s.typeName}/` },
+      requires: { provider_name: JWT_PROVIDER },
+    })),
   ];
 
   const httpFilters = [
     {
-      // Clients must never be able to forge the verified-claims header on public routes.
-      name: "envoy.filters.http.header_mutation",
+      // Clients must never forge the headers the edge derives from a verified token.
+      name: F.headerMutation,
       typed_config: any("envoy.extensions.filters.http.header_mutation.v3.HeaderMutation", {
-        mutations: { request_mutations: [{ remove: JWT_PAYLOAD_HEADER }] },
+        mutations: {
+          request_mutations: [
+            { remove: JWT_PAYLOAD_HEADER },
+            { remove: JWT_SUBJECT_HEADER },
+            // The transcoder makes every REST call a POST; the access log shows the caller's.
+            { append: header(ORIGINAL_METHOD_HEADER, "%REQ(:METHOD)%") },
+          ],
+        },
       }),
     },
     {
       name: "envoy.filters.http.cors",
       typed_config: any("envoy.extensions.filters.http.cors.v3.Cors", {}),
-    },
-    {
-      name: "envoy.filters.http.grpc_web",
-      typed_config: any("envoy.extensions.filters.http.grpc_web.v3.GrpcWeb", {}),
     },
     {
       name: "envoy.filters.http.health_check",
@@ -222,28 +650,28 @@ export function buildConfig(registry: FileRegistry): Record<string, unknown> {
       }),
     },
     {
-      name: "envoy.filters.http.local_ratelimit",
-      typed_config: any("envoy.extensions.filters.http.local_ratelimit.v3.LocalRateLimit", {
-        stat_prefix: "edge_local_rate_limit",
-        status: { code: "TooManyRequests" },
-        token_bucket: { max_tokens: 200, tokens_per_fill: 100, fill_interval: "1s" },
-        filter_enabled: pct100("local_rate_limit_enabled"),
-        filter_enforced: pct100("local_rate_limit_enforced"),
-        rate_limited_as_resource_exhausted: true,
-        response_headers_to_add: [
-          {
-            append_action: "OVERWRITE_IF_EXISTS_OR_ADD",
-            header: { key: "x-local-rate-limit", value: "true" },
-          },
-        ],
+      name: "envoy.filters.http.grpc_web",
+      typed_config: any("envoy.extensions.filters.http.grpc_web.v3.GrpcWeb", {}),
+    },
+    {
+      // Does nothing but on the routes that name a script (HEAD on REST paths).
+      name: F.lua,
+      typed_config: any("envoy.extensions.filters.http.lua.v3.Lua", {}),
+    },
+    {
+      // REST bodies are transcoded as they stream; this bounds them (413). gRPC, gRPC-Web
+      // and Connect routes turn it off: those protocols and the services bound their own.
+      name: F.buffer,
+      typed_config: any("envoy.extensions.filters.http.buffer.v3.Buffer", {
+        max_request_bytes: MAX_REQUEST_BODY_BYTES,
       }),
     },
     {
-      name: "envoy.filters.http.grpc_json_transcoder",
+      name: F.transcoder,
       typed_config: any(
         "envoy.extensions.filters.http.grpc_json_transcoder.v3.GrpcJsonTranscoder",
         {
-          proto_descriptor: DESCRIPTOR_MOUNT_PATH,
+          proto_descriptor: target.descriptorPath,
           services: services.map((s) => s.typeName),
           print_options: {
             add_whitespace: false,
@@ -254,18 +682,20 @@ export function buildConfig(registry: FileRegistry): Record<string, unknown> {
           auto_mapping: false,
           match_incoming_request_route: false,
           convert_grpc_status: true,
-          max_request_body_size: 1048576,
-          max_response_body_size: 4194304,
+          max_request_body_size: MAX_REQUEST_BODY_BYTES,
+          max_response_body_size: 4 * 1024 * 1024,
           request_validation_options: {
             reject_unknown_method: true,
             reject_unknown_query_parameters: true,
+            reject_binding_body_field_collisions: true,
           },
         },
       ),
     },
     {
-      // After the transcoder, so rules see the gRPC method path for REST, gRPC and gRPC-Web alike.
-      name: "envoy.filters.http.jwt_authn",
+      // After the transcoder, so rules see the gRPC method path for REST, gRPC, gRPC-Web
+      // and Connect alike.
+      name: F.jwt,
       typed_config: any("envoy.extensions.filters.http.jwt_authn.v3.JwtAuthentication", {
         providers: {
           [JWT_PROVIDER]: {
@@ -273,7 +703,7 @@ export function buildConfig(registry: FileRegistry): Record<string, unknown> {
             audiences: [JWT_AUDIENCE],
             remote_jwks: {
               http_uri: {
-                uri: `http://${svcHost("identity")}:${POD_PORTS.http}/.well-known/jwks.json`,
+                uri: `http://${hostPort(target.upstream("identity", "http"))}/.well-known/jwks.json`,
                 cluster: "identity_http",
                 timeout: "2s",
               },
@@ -283,9 +713,17 @@ export function buildConfig(registry: FileRegistry): Record<string, unknown> {
             },
             forward: true,
             forward_payload_header: JWT_PAYLOAD_HEADER,
+            claim_to_headers: [{ header_name: JWT_SUBJECT_HEADER, claim_name: "sub" }],
           },
         },
         rules: jwtRules,
+      }),
+    },
+    {
+      // After jwt_authn: a signed-in user's bucket is keyed by the verified subject.
+      name: F.rateLimit,
+      typed_config: any("envoy.extensions.filters.http.local_ratelimit.v3.LocalRateLimit", {
+        stat_prefix: "edge_rate_limit",
       }),
     },
     {
@@ -301,7 +739,7 @@ export function buildConfig(registry: FileRegistry): Record<string, unknown> {
         json_format: {
           time: "%START_TIME%",
           request_id: "%REQ(X-REQUEST-ID)%",
-          method: "%REQ(:METHOD)%",
+          method: `%REQ(${ORIGINAL_METHOD_HEADER.toUpperCase()}?:METHOD)%`,
           path: "%REQ(X-ENVOY-ORIGINAL-PATH?:PATH)%",
           grpc_path: "%REQ(:PATH)%",
           status: "%RESPONSE_CODE%",
@@ -328,23 +766,32 @@ export function buildConfig(registry: FileRegistry): Record<string, unknown> {
       use_remote_address: true,
       xff_num_trusted_hops: 0,
       generate_request_id: true,
+      // A caller's own request id is kept (its logs and ours then share it); absent, Envoy
+      // makes one. Either way the services and the answer carry it.
+      preserve_external_request_id: true,
       always_set_request_id_in_response: true,
       request_id_extension: {
         typed_config: any("envoy.extensions.request_id.uuid.v3.UuidRequestIdConfig", {}),
       },
       normalize_path: true,
       merge_slashes: true,
+      path_with_escaped_slashes_action: "REJECT_REQUEST",
+      max_request_headers_kb: MAX_REQUEST_HEADERS_KB,
       stream_idle_timeout: "300s",
-      request_timeout: "60s",
+      request_timeout: "0s",
       request_headers_timeout: "10s",
       common_http_protocol_options: {
         idle_timeout: "3600s",
         headers_with_underscores_action: "REJECT_REQUEST",
       },
+      http_protocol_options: { accept_http_10: false },
       http2_protocol_options: { max_concurrent_streams: 100, initial_stream_window_size: 65536 },
       access_log: [accessLog],
+      local_reply_config: localReplyConfig(),
       route_config: {
         name: "meshmart",
+        // The OpenAPI document is answered by Envoy itself.
+        max_direct_response_body_size_bytes: 1024 * 1024,
         virtual_hosts: [
           {
             name: "meshmart",
@@ -355,10 +802,11 @@ export function buildConfig(registry: FileRegistry): Record<string, unknown> {
                   ...CORS_ALLOWED_ORIGINS.exact.map((exact) => ({ exact })),
                   ...CORS_ALLOWED_ORIGINS.regex.map((regex) => ({ safe_regex: { regex } })),
                 ],
-                allow_methods: "GET, POST, PUT, PATCH, DELETE, OPTIONS",
+                allow_methods: "GET, HEAD, POST, PUT, PATCH, DELETE, OPTIONS",
                 allow_headers:
-                  "authorization, content-type, idempotency-key, x-request-id, x-grpc-web, x-user-agent, grpc-timeout, connect-protocol-version",
-                expose_headers: "grpc-status, grpc-message, grpc-status-details-bin, x-request-id",
+                  "authorization, content-type, idempotency-key, x-request-id, x-grpc-web, x-user-agent, grpc-timeout, connect-protocol-version, connect-timeout-ms, traceparent, tracestate",
+                expose_headers:
+                  "grpc-status, grpc-message, grpc-status-details-bin, x-request-id, retry-after, www-authenticate",
                 max_age: "600",
                 allow_credentials: false,
               }),
@@ -372,12 +820,18 @@ export function buildConfig(registry: FileRegistry): Record<string, unknown> {
   );
 
   return {
-    admin: { address: { socket_address: { address: "127.0.0.1", port_value: ADMIN_PORT } } },
+    admin: {
+      address: {
+        socket_address: { address: target.admin.address, port_value: target.admin.port },
+      },
+    },
     static_resources: {
       listeners: [
         {
           name: "edge_http",
-          address: { socket_address: { address: "0.0.0.0", port_value: LISTENER_PORT } },
+          address: {
+            socket_address: { address: target.listen.address, port_value: target.listen.port },
+          },
           per_connection_buffer_limit_bytes: 1048576,
           filter_chains: [
             {
@@ -389,33 +843,60 @@ export function buildConfig(registry: FileRegistry): Record<string, unknown> {
         },
       ],
       clusters: [
-        ...services.map((s) => grpcCluster(s.cluster)),
+        ...services.map((s) => grpcCluster(s.cluster, target)),
+        ...services.map((s) => connectCluster(s.cluster, target)),
         {
-          name: "identity_http",
-          type: "STRICT_DNS",
+          name: REST_UNMATCHED,
+          type: "STATIC",
           connect_timeout: "1s",
-          dns_lookup_family: "V4_ONLY",
-          lb_policy: "ROUND_ROBIN",
-          load_assignment: {
-            ...endpoints("identity", POD_PORTS.http),
-            cluster_name: "identity_http",
-          },
+          load_assignment: { cluster_name: REST_UNMATCHED },
+        },
+        {
+          ...clusterBase("storefront", target.storefront, target),
+          circuit_breakers: circuitBreakers,
         },
       ],
     },
   };
 }
 
-const HEADER = `# generated by edge/envoy/generate.ts; do not edit
+function unaryRoute(cluster: string) {
+  return {
+    cluster,
+    timeout: "15s",
+    max_stream_duration: { grpc_timeout_header_max: "15s" },
+  };
+}
+
+function methodIs(...methods: string[]) {
+  return { name: ":method", string_match: { safe_regex: { regex: `^(${methods.join("|")})$` } } };
+}
+
+function header(key: string, value: string) {
+  return { append_action: "OVERWRITE_IF_EXISTS_OR_ADD", header: { key, value } };
+}
+
+const hostPort = (at: SocketAddress) => `${at.address}:${at.port}`;
+
+function headerFor(target: EdgeTarget): string {
+  return `# generated by edge/envoy/generate.ts; do not edit
 # Regenerate: node_modules/.bin/buf build --as-file-descriptor-set -o .build/meshmart.binpb
 #             node --import tsx edge/envoy/generate.ts
 # Validate:   node --import tsx edge/envoy/validate.ts edge/envoy/envoy.yaml
-# Pod ports: grpc ${POD_PORTS.grpc} (h2c), http ${POD_PORTS.http} (Connect/JSON, JWKS), admin ${POD_PORTS.admin}; services at <name>.meshmart.svc.cluster.local.
-# The deploy mounts .build/meshmart.binpb at ${DESCRIPTOR_MOUNT_PATH}.
+#             envoy --mode validate -c <this file>
+# ${target.describe}
 `;
+}
 
-export function renderEnvoyYaml(registry: FileRegistry): string {
-  return HEADER + stringify(buildConfig(registry), { lineWidth: 0, aliasDuplicateObjects: false });
+/** The YAML Envoy runs for `target` (the cluster's when omitted). */
+export function renderEnvoyYaml(
+  registry: FileRegistry,
+  target: EdgeTarget = CLUSTER_TARGET,
+): string {
+  return (
+    headerFor(target) +
+    stringify(buildConfig(registry, target), { lineWidth: 0, aliasDuplicateObjects: false })
+  );
 }
 
 async function main(): Promise<void> {

@@ -42,6 +42,9 @@ export function formatLogLine(service: string, line: string, options: FormatOpti
   } catch {
     return `${prefix} ${line}`;
   }
+  if (record.msg === undefined && record.status !== undefined && record.grpc_path !== undefined) {
+    return `${prefix} ${accessLine(record)}`;
+  }
   const level = levelName(record.level);
   const levelText = paint(level.padEnd(5), level, options.color);
   const msg = typeof record.msg === "string" ? record.msg : "";
@@ -91,4 +94,29 @@ function formatValue(value: unknown): string {
         : JSON.stringify(value)
       : JSON.stringify(value);
   return text.length > MAX_VALUE ? `${text.slice(0, MAX_VALUE - 1)}…` : text;
+}
+
+/** Envoy's JSON access log line, shortened: `GET /v1/products 200 4ms → catalog`. */
+function accessLine(record: Record<string, unknown>): string {
+  const text = (key: string) => {
+    const value = record[key];
+    if (typeof value === "number") return String(value);
+    return typeof value === "string" && value !== "-" && value !== "" ? value : undefined;
+  };
+  const grpc = text("grpc_status");
+  const flags = text("response_flags");
+  const upstream = text("upstream_cluster");
+  return [
+    text("method"),
+    text("path"),
+    text("grpc_path") === text("path")?.split("?")[0] ? undefined : `(${text("grpc_path")})`,
+    text("status"),
+    grpc === undefined ? undefined : `grpc=${grpc}`,
+    `${text("duration_ms") ?? "?"}ms`,
+    upstream === undefined ? undefined : `→ ${upstream}`,
+    flags === undefined ? undefined : `flags=${flags}`,
+    text("request_id") === undefined ? undefined : `id=${text("request_id")}`,
+  ]
+    .filter((part) => part !== undefined)
+    .join(" ");
 }

@@ -186,16 +186,3 @@ export function meshSettings(
 
 /** The services whose public methods the edge transcodes (the graph's edge entry). */
 export const PUBLIC_SERVICES: readonly string[] = [...graph.edge.calls.keys()];
-
-/** The edge's settings in front of `services` (name → ports): upstreams for the public ones. */
-export function edgeSettings(services: ReadonlyMap<string, ServicePorts>): Record<string, string> {
-  const upstreams = [...services].filter(([name]) => PUBLIC_SERVICES.includes(name));
-  const identity = services.get("identity");
-  return {
-    UPSTREAMS: upstreams.map(([name, p]) => `${name}=127.0.0.1:${p.grpc}`).join(","),
-    UPSTREAMS_HTTP: upstreams.map(([name, p]) => `${name}=127.0.0.1:${p.http}`).join(","),
-    ...(identity === undefined
-      ? {}
-      : { AUTH_JWKS_URL: `http://127.0.0.1:${identity.http}/.well-known/jwks.json` }),
-  };
-}

@@ -17,13 +17,15 @@ import {
 } from "@meshmart/kit/testing";
 import {
   dependenciesOf,
-  edgeSettings,
   entryPoint,
   meshSettings,
+  PUBLIC_SERVICES,
   SERVICES,
   type ServicePorts,
   serviceEnv,
 } from "../../scripts/lib/services.js";
+import { type StaticServer, startStaticServer } from "../../web/server/static-server.js";
+import { startTestEdge, type TestEdge } from "./envoy-edge.js";
 
 const ROOT = join(dirname(fileURLToPath(import.meta.url)), "..", "..");
 const READY_TIMEOUT_MS = 60_000;
@@ -40,8 +42,10 @@ export interface MeshOptions {
   label: string;
   /** Services to run (default: all six), started callees first. */
   services?: readonly string[];
-  /** Also run the REST edge in front of them. */
+  /** Also run the edge (real Envoy) in front of them. */
   edge?: boolean;
+  /** The storefront's build, served behind the edge at `/`. */
+  storefrontDir?: string;
   infra?: MeshInfra;
   /** Settings for every service (and the edge). */
   env?: Record<string, string>;
@@ -61,6 +65,8 @@ export interface Mesh {
   ports(name: string): ServicePorts;
   /** The edge's REST base URL, http://127.0.0.1:port. */
   readonly edgeUrl: string;
+  /** The edge's Envoy (admin, stats, access log), when the mesh has one. */
+  readonly edge: TestEdge | undefined;
   databaseUrl(name: string): string;
   /** SIGKILL: the process dies mid-whatever, as in a node failure. */
   kill(name: string): Promise<void>;
@@ -98,7 +104,7 @@ export async function startMesh(options: MeshOptions): Promise<Mesh> {
       admin: await freePort(),
     });
   }
-  const edgePorts = { rest: await freePort(), h2c: await freePort() };
+  const edgePort = await freePort();
   const databases = new Map<string, string>();
   const children = new Map<string, ManagedChild>();
   const commands = new Map<string, { args: string[]; env: NodeJS.ProcessEnv; admin: number }>();
@@ -148,22 +154,6 @@ export async function startMesh(options: MeshOptions): Promise<Mesh> {
       admin: own.admin,
     });
   }
-  if (options.edge === true) {
-    commands.set("edge", {
-      args: nodeArgs("edge/src/main.ts", options.compiled === true),
-      env: {
-        ...baseEnv,
-        ...(options.compiled === true ? { NODE_ENV: "production" } : {}),
-        EDGE_PORT: String(edgePorts.rest),
-        EDGE_H2C_PORT: String(edgePorts.h2c),
-        EDGE_RATE_LIMIT: "100000/100000",
-        EDGE_RATE_LIMITS: "",
-        ...edgeSettings(ports),
-      },
-      admin: edgePorts.rest,
-    });
-  }
-
   async function start(name: string): Promise<void> {
     if (children.get(name)?.isRunning()) return;
     const command = commands.get(name);
@@ -194,6 +184,8 @@ export async function startMesh(options: MeshOptions): Promise<Mesh> {
     }
   }
 
+  let edge: TestEdge | undefined;
+  let storefront: StaticServer | undefined;
   const mesh: Mesh = {
     namespace,
     infra,
@@ -202,7 +194,10 @@ export async function startMesh(options: MeshOptions): Promise<Mesh> {
       if (p === undefined) throw new Error(`${name} is not in this mesh`);
       return p;
     },
-    edgeUrl: `http://127.0.0.1:${edgePorts.rest}`,
+    edgeUrl: `http://127.0.0.1:${edgePort}`,
+    get edge() {
+      return edge;
+    },
     databaseUrl(name) {
       const db = databases.get(name);
       if (db === undefined) throw new Error(`${name} is not in this mesh`);
@@ -219,6 +214,8 @@ export async function startMesh(options: MeshOptions): Promise<Mesh> {
     isRunning: (name) => children.get(name)?.isRunning() === true,
     output: (name) => children.get(name)?.recentOutput() ?? "",
     async stop() {
+      await edge?.close();
+      await storefront?.close();
       await Promise.all([...children.values()].map((c) => c.stop()));
       for (const db of databases.values()) {
         await dropDatabase(infra.postgresUrl, db).catch(() => {});
@@ -232,6 +229,16 @@ export async function startMesh(options: MeshOptions): Promise<Mesh> {
   try {
     // All at once: ports are fixed up front, and callers retry until callees answer.
     await Promise.all([...commands.keys()].map(start));
+    if (options.edge === true) {
+      if (options.storefrontDir !== undefined) {
+        storefront = await startStaticServer({ dir: options.storefrontDir, port: 0 });
+      }
+      edge = await startTestEdge({
+        port: edgePort,
+        services: new Map([...ports].filter(([name]) => PUBLIC_SERVICES.includes(name))),
+        ...(storefront === undefined ? {} : { storefrontPort: storefront.port }),
+      });
+    }
   } catch (reason) {
     await mesh.stop();
     throw reason;

@@ -59,7 +59,7 @@ describe("storefront in chromium", { skip, timeout: 120_000 }, () => {
         startMesh({
           label: "web",
           edge: true,
-          env: { EDGE_STATIC_DIR: site },
+          storefrontDir: site,
           serviceEnv: { payments: { FAKE_PSP_LATENCY_MS: String(PSP_LATENCY_MS) } },
         }),
       ),

@@ -1,5 +1,5 @@
 /**
- * The storefront's static files (web/'s vite build) served by the local edge at `/`. Only
+ * The storefront's static files (web/'s vite build) served behind the edge at `/`. Only
  * GET and HEAD of paths nothing else claims reach it: the API (/v1/*, /.well-known/*,
  * /openapi.json, /readyz, /healthz) and Connect/gRPC-Web paths (`/pkg.Service/Method`)
  * are never answered from here, even when a file of that name exists.
@@ -96,9 +96,7 @@ export function createStaticSite(dir: string): StaticSite {
   const root = resolve(dir);
   const index = join(root, "index.html");
   if (!existsSync(index) || !statSync(index).isFile()) {
-    throw new Error(
-      `EDGE_STATIC_DIR ${root} has no index.html: build the storefront first (npm run build -w web)`,
-    );
+    throw new Error(`${root} has no index.html: build the storefront first (npm run build -w web)`);
   }
   const realRoot = realpathSync(root);
   const cache = new Map<string, CachedFile>();
