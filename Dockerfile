@@ -3,6 +3,7 @@
 #
 #   docker build --build-arg SERVICE=orders -t meshmart/orders .     (any of the six services)
 #   docker build --target edge -t meshmart/edge .                    (the Envoy edge)
+#   docker build --target storefront -t meshmart/storefront .        (the site behind the edge)
 #
 # `make deploy` builds and pushes them all (scripts/deploy/deploy.ts). The build stage runs
 # the repo's own install and `make build` (tsc per workspace, migrations into dist/); the
@@ -67,11 +68,23 @@ CMD ["service/dist/src/main.js"]
 FROM ${ENVOY_IMAGE} AS edge
 COPY edge/envoy/envoy.yaml /etc/envoy/envoy.yaml
 COPY --from=build /src/.build/meshmart.binpb /etc/envoy/meshmart.binpb
+COPY edge/openapi/meshmart.openapi.json /etc/envoy/meshmart.openapi.json
 # Envoy itself checks the config it will run with (what CI can only approximate).
 RUN envoy --mode validate -c /etc/envoy/envoy.yaml
 USER 101:101
 EXPOSE 8080
 CMD ["envoy", "-c", "/etc/envoy/envoy.yaml", "--log-format-escaped"]
+
+# ---------------------------------------------------------------- the storefront
+# web/dist behind the edge, served by its own small Node server (web/server), compiled.
+FROM ${RUNTIME_IMAGE} AS storefront
+WORKDIR /app
+ENV NODE_ENV=production PORT=8080 HOST=0.0.0.0 STOREFRONT_DIR=/app/web/dist
+COPY --from=build /src/web/dist ./web/dist
+COPY --from=build /src/web/server-dist ./web/server-dist
+USER 65532:65532
+EXPOSE 8080
+CMD ["web/server-dist/main.js"]
 
 # The default target: a service (SERVICE is required).
 FROM service

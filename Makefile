@@ -50,6 +50,9 @@ build: generate ## compile each workspace to dist/ (what images run)
 	  echo "tsc $$w"; node_modules/.bin/tsc -p $$w/tsconfig.build.json; \
 	  if [ -d $$w/migrations ]; then rm -rf $$w/dist/migrations; cp -r $$w/migrations $$w/dist/migrations; fi; \
 	done
+	@echo "storefront: vite build, tsc web/server"
+	cd web && ../node_modules/.bin/vite build --logLevel warn
+	node_modules/.bin/tsc -p web/server/tsconfig.build.json
 
 test: tools lint breaking typecheck ## everything CI checks: lint, buf lint, buf breaking, typecheck, all tests
 	$(NODE_RUN) scripts/run-tests.ts
@@ -79,7 +82,7 @@ bench-build: build ## compile the benchmark's server entries to bench/.dist (ser
 	node_modules/.bin/tsc -p bench/tsconfig.build.json
 
 clean: ## remove generated code and build output
-	rm -rf services/kit/gen tests/polyglot/go/gen .proto-deps $(addsuffix /dist,$(WORKSPACES)) web/dist bench/.dist
+	rm -rf services/kit/gen tests/polyglot/go/gen .proto-deps $(addsuffix /dist,$(WORKSPACES)) web/dist bench/.dist web/server-dist
 
 distclean: clean ## also node_modules and local data (.data/)
 	rm -rf node_modules .data
