@@ -10,7 +10,7 @@
  */
 import assert from "node:assert/strict";
 import { spawn } from "node:child_process";
-import { mkdtempSync, readFileSync, rmSync } from "node:fs";
+import { mkdtempSync, readdirSync, readFileSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { after, before, test } from "node:test";
@@ -49,51 +49,48 @@ after(async () => {
   if (reports !== undefined) rmSync(reports, { recursive: true, force: true });
 });
 
-test(
-  "schemathesis finds no server error and no departure from /openapi.json",
-  { timeout: (MAX_SECONDS + 120) * 1000 },
-  async () => {
-    const args = [
-      "run",
-      `${mesh.edgeUrl}/openapi.json`,
-      "--url",
-      mesh.edgeUrl,
-      "--checks",
-      CHECKS.join(","),
-      "--header",
-      `Authorization: Bearer ${token}`,
-      "--seed",
-      String(SEED),
-      "--max-examples",
-      String(MAX_EXAMPLES),
-      "--max-time",
-      String(MAX_SECONDS),
-      "--generation-database",
-      "none",
-      "--request-timeout",
-      "20",
-      "--workers",
-      "1",
-      "--no-color",
-      "--report",
-      "ndjson",
-      "--report-dir",
-      reports,
-    ];
-    const { code, output } = await run(toolPath("schemathesis"), args);
-    // The summary is the run's last lines; print it whatever happened (it names any failure
-    // with a curl command to reproduce it).
-    const summary = output.split("\n").slice(-60).join("\n");
-    process.stdout.write(`# schemathesis ${args.slice(0, 2).join(" ")} … (seed ${SEED})\n`);
-    for (const line of summary.split("\n")) process.stdout.write(`# ${line}\n`);
-    assert.equal(code, 0, `schemathesis failed:\n${summary}`);
-    const events = readFileSync(join(reports, firstFile(reports)), "utf8");
-    assert.match(events, /"ScenarioFinished"|"scenario_finished"|ScenarioFinished/i);
-  },
-);
+test("schemathesis finds no server error and no departure from /openapi.json", {
+  timeout: (MAX_SECONDS + 120) * 1000,
+}, async () => {
+  const args = [
+    "run",
+    `${mesh.edgeUrl}/openapi.json`,
+    "--url",
+    mesh.edgeUrl,
+    "--checks",
+    CHECKS.join(","),
+    "--header",
+    `Authorization: Bearer ${token}`,
+    "--seed",
+    String(SEED),
+    "--max-examples",
+    String(MAX_EXAMPLES),
+    "--max-time",
+    String(MAX_SECONDS),
+    "--generation-database",
+    "none",
+    "--request-timeout",
+    "20",
+    "--workers",
+    "1",
+    "--no-color",
+    "--report",
+    "ndjson",
+    "--report-dir",
+    reports,
+  ];
+  const { code, output } = await run(toolPath("schemathesis"), args);
+  // The summary is the run's last lines; print it whatever happened (it names any failure
+  // with a curl command to reproduce it).
+  const summary = output.split("\n").slice(-60).join("\n");
+  process.stdout.write(`# schemathesis ${args.slice(0, 2).join(" ")} … (seed ${SEED})\n`);
+  for (const line of summary.split("\n")) process.stdout.write(`# ${line}\n`);
+  assert.equal(code, 0, `schemathesis failed:\n${summary}`);
+  const events = readFileSync(join(reports, firstFile(reports)), "utf8");
+  assert.match(events, /"ScenarioFinished"|"scenario_finished"|ScenarioFinished/i);
+});
 
 function firstFile(dir: string): string {
-  const { readdirSync } = require("node:fs") as typeof import("node:fs");
   const name = readdirSync(dir)[0];
   assert.ok(name, "schemathesis wrote its report");
   return name;
