@@ -1,3 +1,8 @@
+/**
+ * The edge benchmark's catalog side: the catalog bench server as a pinned child on a fresh
+ * test database, its gRPC request body for h2load, one real gRPC call to verify it, and its
+ * rpc_requests_total counters (every HTTP 200 h2load counts must be an OK GetProduct).
+ */
 import { dirname, join } from "node:path";
 import { fileURLToPath } from "node:url";
 import { create, fromBinary, toBinary } from "@bufbuild/protobuf";
@@ -17,7 +22,9 @@ import {
 } from "@meshmart/kit/testing";
 import { type ServerChild, startServer } from "../catalog/children.js";
 
+/** The repository's root. */
 export const ROOT = join(dirname(fileURLToPath(import.meta.url)), "..", "..");
+/** GetProduct's gRPC path (direct gRPC's URL path, and what Envoy transcodes REST to). */
 export const GET_PRODUCT_PATH = "/meshmart.catalog.v1.CatalogService/GetProduct";
 const LIST_PRODUCTS_PATH = "/meshmart.catalog.v1.CatalogService/ListProducts";
 
@@ -30,6 +37,7 @@ export function grpcFrame(message: Uint8Array): Buffer {
   return frame;
 }
 
+/** GetProduct for `productId` as one gRPC frame: h2load's request body for direct gRPC. */
 export function getProductBody(productId: string): Buffer {
   return grpcFrame(
     toBinary(GetProductRequestSchema, create(GetProductRequestSchema, { productId })),
@@ -120,6 +128,7 @@ export async function grpcGetProduct(
   }
 }
 
+/** The Prometheus text of a service's admin /metrics. */
 export async function scrape(adminUrl: string): Promise<string> {
   const res = await fetch(`${adminUrl}/metrics`);
   if (!res.ok) throw new Error(`GET ${adminUrl}/metrics: HTTP ${res.status}`);
