@@ -7,6 +7,7 @@ import { readFileSync } from "node:fs";
 import { dirname, join, resolve } from "node:path";
 import { fileURLToPath } from "node:url";
 import { type DescService, hasOption } from "@bufbuild/protobuf";
+import { MethodOptions_IdempotencyLevel } from "@bufbuild/protobuf/wkt";
 import { http } from "@meshmart/kit/gen/google/api/annotations_pb.js";
 import { CatalogService } from "@meshmart/kit/gen/meshmart/catalog/v1/catalog_service_pb.js";
 import { IdentityService } from "@meshmart/kit/gen/meshmart/identity/v1/identity_service_pb.js";
@@ -125,6 +126,17 @@ export function resolveCallGraph(raw: RawCallGraph): CallGraph {
       }
       if (entry !== undefined && entry.timeoutMs === 0 && !streaming) {
         throw new Error(`${svcName}.${m.name}: only streaming methods may have no timeout`);
+      }
+      // The proto's idempotency_level is the contract clients see (Connect GET, retries in
+      // their own libraries); the mesh must not be more careful than the contract says.
+      if (
+        entry !== undefined &&
+        !entry.idempotent &&
+        m.idempotency !== MethodOptions_IdempotencyLevel.IDEMPOTENCY_UNKNOWN
+      ) {
+        throw new Error(
+          `${svcName}.${m.name}: the proto declares idempotency_level ${MethodOptions_IdempotencyLevel[m.idempotency]}, so it must be idempotent: true`,
+        );
       }
     }
     for (const m of declared) {

@@ -13,6 +13,7 @@ import {
   type GraphService,
   methodPath,
   principal,
+  SERVICE_DESCRIPTORS,
   serviceHost,
 } from "./callgraph.js";
 
@@ -157,7 +158,17 @@ function secretEnv(graph: CallGraph, svc: GraphService): unknown[] {
     );
   }
   if (svc.name === "orders") env.push(secretRef("SAGA_CARD_KEY", "orders-keys", "saga-card-key"));
+  // Services with list methods sign their page tokens; every replica needs the same key.
+  if (servesPages(svc)) {
+    env.push(secretRef("PAGE_TOKEN_KEY", `${svc.name}-keys`, "page-token-key"));
+  }
   return env;
+}
+
+/** Whether a service has a method taking a page_token (and so issues signed page tokens). */
+export function servesPages(svc: GraphService): boolean {
+  const desc = SERVICE_DESCRIPTORS.get(svc.grpcService);
+  return desc?.methods.some((m) => m.input.fields.some((f) => f.name === "page_token")) ?? false;
 }
 
 function secretRef(name: string, secret: string, key: string, optional = false): unknown {

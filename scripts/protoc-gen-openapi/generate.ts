@@ -21,6 +21,7 @@ import {
   type CodeGeneratorResponse,
   CodeGeneratorResponse_Feature,
   CodeGeneratorResponseSchema,
+  FeatureSet_FieldPresence,
   FileDescriptorSetSchema,
 } from "@bufbuild/protobuf/wkt";
 import { getComments, type Plugin } from "@bufbuild/protoplugin";
@@ -166,44 +167,72 @@ function withDescription(schema: Json, description: string): Json {
 
 const STATUS_REF = "google.rpc.Status";
 
+/**
+ * Which way a message travels. Responses are printed as the edge prints them (Envoy's
+ * transcoder with always_print_primitive_fields, Connect with alwaysEmitImplicit): every
+ * field without presence is always there, so response schemas list those as required.
+ * Requests stay permissive: only what protovalidate requires is required.
+ */
+export type Direction = "request" | "response";
+
+/**
+ * Suffix of the request-side schema of a message that travels both ways (Product is
+ * UpdateProduct's body and every catalog answer). A hyphen cannot occur in a proto name,
+ * so the name never collides with a real message.
+ */
+export const REQUEST_SCHEMA_SUFFIX = "-input";
+
 class Schemas {
   readonly components = new Map<string, Json>();
-  private readonly pending: (DescMessage | DescEnum)[] = [];
+  private readonly pending: { desc: DescMessage | DescEnum; dir: Direction; name: string }[] = [];
 
-  ref(desc: DescMessage | DescEnum): Json {
-    if (!this.components.has(desc.typeName)) {
-      this.components.set(desc.typeName, {}); // placeholder: breaks cycles
-      this.pending.push(desc);
+  /** `both`: full names of the messages that occur in requests and in responses. */
+  constructor(private readonly both: ReadonlySet<string> = new Set()) {}
+
+  private nameOf(desc: DescMessage | DescEnum, dir: Direction): string {
+    return desc.kind === "message" && dir === "request" && this.both.has(desc.typeName)
+      ? `${desc.typeName}${REQUEST_SCHEMA_SUFFIX}`
+      : desc.typeName;
+  }
+
+  ref(desc: DescMessage | DescEnum, dir: Direction): Json {
+    const name = this.nameOf(desc, dir);
+    if (!this.components.has(name)) {
+      this.components.set(name, {}); // placeholder: breaks cycles
+      this.pending.push({ desc, dir, name });
     }
-    return { $ref: `#/components/schemas/${desc.typeName}` };
+    return { $ref: `#/components/schemas/${name}` };
   }
 
   /** Fills every referenced component (transitively). */
   flush(): void {
-    for (let d = this.pending.shift(); d !== undefined; d = this.pending.shift()) {
-      this.components.set(d.typeName, d.kind === "enum" ? enumSchema(d) : this.messageSchema(d));
+    for (let p = this.pending.shift(); p !== undefined; p = this.pending.shift()) {
+      this.components.set(
+        p.name,
+        p.desc.kind === "enum" ? enumSchema(p.desc) : this.messageSchema(p.desc, p.dir),
+      );
     }
   }
 
-  messageType(message: DescMessage): Json {
-    return wellKnown(message, this) ?? this.ref(message);
+  messageType(message: DescMessage, dir: Direction): Json {
+    return wellKnown(message, this) ?? this.ref(message, dir);
   }
 
-  messageSchema(message: DescMessage, omit: ReadonlySet<string> = new Set()): Json {
+  messageSchema(message: DescMessage, dir: Direction, omit: ReadonlySet<string> = new Set()): Json {
     const properties: Json = {};
     const required: string[] = [];
     for (const f of message.fields) {
       if (omit.has(f.name)) continue;
       const rules = fieldRules(f);
-      let schema = this.fieldSchema(f);
-      let desc = describe(f);
+      let schema = this.fieldSchema(f, dir);
+      let desc = describeField(f);
       if (f.oneof !== undefined) {
         const others = f.oneof.fields.map((o) => o.jsonName).join(", ");
         desc = `${desc}${desc === "" ? "" : "\n\n"}Part of oneof \`${f.oneof.name}\`: at most one of ${others} is set.`;
       }
       schema = withDescription({ ...schema, ...rules.schema }, desc);
       properties[f.jsonName] = schema;
-      if (rules.required) required.push(f.jsonName);
+      if (dir === "response" ? alwaysPrinted(f) : rules.required) required.push(f.jsonName);
     }
     const out: Json = withDescription({ type: "object" }, describe(message));
     out.properties = properties;
@@ -211,21 +240,21 @@ class Schemas {
     return out;
   }
 
-  fieldSchema(f: DescField): Json {
+  fieldSchema(f: DescField, dir: Direction): Json {
     switch (f.fieldKind) {
       case "scalar":
         return scalarSchema(f.scalar);
       case "enum":
-        return this.ref(f.enum);
+        return this.ref(f.enum, dir);
       case "message":
-        return this.messageType(f.message);
+        return this.messageType(f.message, dir);
       case "list": {
         const items =
           f.listKind === "scalar"
             ? scalarSchema(f.scalar)
             : f.listKind === "enum"
-              ? this.ref(f.enum)
-              : this.messageType(f.message);
+              ? this.ref(f.enum, dir)
+              : this.messageType(f.message, dir);
         return { type: "array", items };
       }
       case "map": {
@@ -233,11 +262,27 @@ class Schemas {
           f.mapKind === "scalar"
             ? scalarSchema(f.scalar)
             : f.mapKind === "enum"
-              ? this.ref(f.enum)
-              : this.messageType(f.message);
+              ? this.ref(f.enum, dir)
+              : this.messageType(f.message, dir);
         return { type: "object", additionalProperties: values };
       }
     }
+  }
+}
+
+/** Proto3 JSON prints a field even at its default exactly when it has no presence. */
+function alwaysPrinted(f: DescField): boolean {
+  return f.presence === FeatureSet_FieldPresence.IMPLICIT;
+}
+
+/** The message types reachable from `root` through its fields (well-known types excluded). */
+function reachable(root: DescMessage, into: Set<string>): void {
+  if (into.has(root.typeName) || root.typeName.startsWith("google.protobuf.")) return;
+  into.add(root.typeName);
+  for (const f of root.fields) {
+    if (f.fieldKind === "message") reachable(f.message, into);
+    else if (f.fieldKind === "list" && f.listKind === "message") reachable(f.message, into);
+    else if (f.fieldKind === "map" && f.mapKind === "message") reachable(f.message, into);
   }
 }
 
@@ -339,6 +384,61 @@ const STATUS_SCHEMA: Json = {
 };
 
 // ---------------------------------------------------------------------------------------------
+// FieldMask: proto3 JSON spells it as one string of comma-separated lowerCamelCase paths
+
+/** A field mask path as proto3 JSON spells it: `image_url` → `imageUrl`, segment by segment. */
+export function jsonMaskPath(protoPath: string): string {
+  return protoPath
+    .split(".")
+    .map((seg) => seg.replace(/_([a-z0-9])/g, (_all, c: string) => c.toUpperCase()))
+    .join(".");
+}
+
+function isFieldMask(f: DescField): boolean {
+  return f.fieldKind === "message" && f.message.typeName === "google.protobuf.FieldMask";
+}
+
+/**
+ * A field's comment, with the field names a mask field's comment mentions in their JSON
+ * spelling. The comment is written for the proto (`image_url`); in JSON a mask is
+ * lowerCamelCase (`imageUrl`), the one form every path takes: Connect JSON (protobuf-es)
+ * refuses `image_url`, while Envoy's transcoder happens to accept both. Names are those of
+ * the mask's own allowed paths and of the fields of the messages beside it (the resource
+ * the mask applies to, per AIP-134).
+ */
+function describeField(f: DescField): string {
+  const text = describe(f);
+  if (!isFieldMask(f) || text === "") return text;
+  const names = new Set<string>(maskRule(f)?.in ?? []);
+  for (const sibling of f.parent.fields) {
+    if (sibling.fieldKind === "message" && !sibling.message.typeName.startsWith("google.")) {
+      for (const g of sibling.message.fields) names.add(g.name);
+    }
+  }
+  let out = text;
+  for (const name of [...names].filter((n) => n.includes("_"))) {
+    out = out.replace(new RegExp(`\\b${name.replace(/\./g, "\\.")}\\b`, "g"), jsonMaskPath(name));
+  }
+  return out;
+}
+
+function maskRule(f: DescField): { in: string[]; notIn: string[] } | undefined {
+  if (!hasOption(f, fieldRulesExt)) return undefined;
+  const t = getOption(f, fieldRulesExt).type;
+  return t.case === "fieldMask" ? t.value : undefined;
+}
+
+/** An allow-list of mask paths as JSON Schema: the exact comma-separated forms JSON accepts. */
+function maskSchema(allowed: readonly string[]): Json {
+  const json = allowed.map(jsonMaskPath);
+  const one = `(?:${json.map((p) => p.replace(/\./g, "\\.")).join("|")})`;
+  return {
+    description: `Comma-separated field paths, in lowerCamelCase, from: ${json.join(", ")}.`,
+    pattern: `^${one}(?:,${one})*$`,
+  };
+}
+
+// ---------------------------------------------------------------------------------------------
 // protovalidate rules → JSON Schema keywords
 
 interface CarriedRules {
@@ -387,6 +487,8 @@ function fieldRules(f: DescField): CarriedRules {
     const rr = t.value;
     if (isFieldSet(rr, RepeatedRulesSchema.field.minItems)) schema.minItems = Number(rr.minItems);
     if (isFieldSet(rr, RepeatedRulesSchema.field.maxItems)) schema.maxItems = Number(rr.maxItems);
+  } else if (t.case === "fieldMask" && t.value.in.length > 0) {
+    Object.assign(schema, maskSchema(t.value.in));
   }
   return { required: r.required, schema };
 }
@@ -464,9 +566,9 @@ function queryParams(
     const rules = fieldRules(f);
     let schema: Json | undefined;
     if (f.fieldKind === "scalar" || f.fieldKind === "enum") {
-      schema = schemas.fieldSchema(f);
+      schema = schemas.fieldSchema(f, "request");
     } else if (f.fieldKind === "list" && f.listKind !== "message") {
-      schema = schemas.fieldSchema(f);
+      schema = schemas.fieldSchema(f, "request");
     } else if (f.fieldKind === "message") {
       const wk = wellKnown(f.message, schemas);
       if (wk !== undefined && wk.type !== "object" && wk.$ref === undefined) schema = wk;
@@ -476,7 +578,7 @@ function queryParams(
     }
     if (schema === undefined) continue; // maps, repeated messages, Any/Struct: body only
     const param: Json = { name, in: "query" };
-    const desc = describe(f);
+    const desc = describeField(f);
     if (desc !== "") param.description = desc;
     if (rules.required && depth === 0) param.required = true;
     param.schema = { ...schema, ...rules.schema };
@@ -492,7 +594,15 @@ function queryParams(
 const METHOD_ORDER = ["get", "put", "post", "delete", "patch"] as const;
 
 export function buildDocument(services: readonly DescService[], opts: OpenApiOptions): Json {
-  const schemas = new Schemas();
+  const requests = new Set<string>();
+  const responses = new Set<string>();
+  for (const service of services) {
+    for (const method of service.methods.filter((m) => hasOption(m, http))) {
+      reachable(method.input, requests);
+      reachable(method.output, responses);
+    }
+  }
+  const schemas = new Schemas(new Set([...requests].filter((t) => responses.has(t))));
   const paths = new Map<string, Map<string, Json>>();
   const tags: Json[] = [];
 
@@ -588,7 +698,7 @@ function operation(
     const param: Json = { name: v.fieldPath, in: "path" };
     if (desc !== "") param.description = desc;
     param.required = true;
-    param.schema = { ...schemas.fieldSchema(f), ...rules.schema };
+    param.schema = { ...schemas.fieldSchema(f, "request"), ...rules.schema };
     parameters.push(param);
   }
 
@@ -596,14 +706,16 @@ function operation(
   if (b.body === "*") {
     const topLevelBound = new Set([...bound].filter((p) => !p.includes(".")));
     const schema =
-      topLevelBound.size === 0 ? schemas.ref(input) : schemas.messageSchema(input, topLevelBound);
+      topLevelBound.size === 0
+        ? schemas.ref(input, "request")
+        : schemas.messageSchema(input, "request", topLevelBound);
     requestBody = { required: true, content: { "application/json": { schema } } };
   } else if (b.body !== "") {
     const f = resolveField(input, b.body);
     bound.add(b.body);
-    requestBody = withDescription({}, describe(f));
+    requestBody = withDescription({}, describeField(f));
     requestBody.required = true;
-    requestBody.content = { "application/json": { schema: schemas.fieldSchema(f) } };
+    requestBody.content = { "application/json": { schema: schemas.fieldSchema(f, "request") } };
     // Path variables inside the body field (`{product.id}` with body "product") are bound too.
     parameters.push(...queryParams(input, bound, schemas));
   } else {
@@ -613,8 +725,8 @@ function operation(
 
   let responseSchema: Json =
     b.responseBody === ""
-      ? schemas.ref(method.output)
-      : schemas.fieldSchema(resolveField(method.output, b.responseBody));
+      ? schemas.ref(method.output, "response")
+      : schemas.fieldSchema(resolveField(method.output, b.responseBody), "response");
   let responseDescription = "OK";
   if (method.methodKind === "server_streaming") {
     responseSchema = { type: "array", items: responseSchema };

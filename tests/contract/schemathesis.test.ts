@@ -79,7 +79,7 @@ test("schemathesis finds no server error and no departure from /openapi.json", {
     "--report-dir",
     reports,
   ];
-  const { code, output } = await run(toolPath("schemathesis"), args);
+  const { code, output } = await run(toolPath("schemathesis"), args, reports);
   // The summary is the run's last lines; print it whatever happened (it names any failure
   // with a curl command to reproduce it).
   const summary = output.split("\n").slice(-60).join("\n");
@@ -96,9 +96,15 @@ function firstFile(dir: string): string {
   return name;
 }
 
-function run(command: string, args: string[]): Promise<{ code: number | null; output: string }> {
+/** Runs in `cwd`: schemathesis keeps state in ./.schemathesis, which must not land in the tree. */
+function run(
+  command: string,
+  args: string[],
+  cwd: string,
+): Promise<{ code: number | null; output: string }> {
   return new Promise((resolve, reject) => {
     const child = spawn(command, args, {
+      cwd,
       env: { PATH: process.env.PATH ?? "", HOME: process.env.HOME ?? tmpdir(), NO_COLOR: "1" },
       stdio: ["ignore", "pipe", "pipe"],
     });

@@ -1,7 +1,7 @@
 import { createHash, randomUUID } from "node:crypto";
 import { fromBinary, toBinary } from "@bufbuild/protobuf";
 import { Code, ConnectError, type ServiceImpl } from "@connectrpc/connect";
-import { requireRole } from "@meshmart/kit";
+import { type PageTokens, requireRole } from "@meshmart/kit";
 import { ProductSchema } from "@meshmart/kit/gen/meshmart/catalog/v1/catalog_pb.js";
 import {
   type CatalogService,
@@ -15,6 +15,8 @@ import { type CatalogStore, isUniqueViolation, type ProductChanges } from "./sto
 export interface CatalogDeps {
   store: CatalogStore;
   cache: ProductCache;
+  /** ListProducts' page tokens (the kit's createPageTokens for its page_token field). */
+  pageTokens: PageTokens;
 }
 
 const DEFAULT_PAGE_SIZE = 20;
@@ -24,6 +26,7 @@ const ADMIN = "admin";
 export function createCatalogHandlers({
   store,
   cache,
+  pageTokens,
 }: CatalogDeps): ServiceImpl<typeof CatalogService> {
   return {
     async getProduct(req) {
@@ -40,7 +43,8 @@ export function createCatalogHandlers({
     async listProducts(req) {
       const filters = { category: req.category, query: req.query.trim() };
       const pageSize = req.pageSize === 0 ? DEFAULT_PAGE_SIZE : req.pageSize;
-      const after = req.pageToken === "" ? undefined : decodePageToken(req.pageToken, filters);
+      const after =
+        req.pageToken === "" ? undefined : decodePageToken(pageTokens, req.pageToken, filters);
       // One extra row tells whether another page exists without a count query.
       const rows = await store.list({
         ...(filters.category === "" ? {} : { category: filters.category }),
@@ -54,7 +58,7 @@ export function createCatalogHandlers({
         products: page.map(toProduct),
         nextPageToken:
           rows.length > pageSize && last !== undefined
-            ? encodePageToken({ name: last.name, id: last.id }, filters)
+            ? encodePageToken(pageTokens, { name: last.name, id: last.id }, filters)
             : "",
       };
     },

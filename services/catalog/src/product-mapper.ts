@@ -1,6 +1,6 @@
 import { create } from "@bufbuild/protobuf";
 import { timestampFromDate } from "@bufbuild/protobuf/wkt";
-import { Code, ConnectError } from "@connectrpc/connect";
+import type { PageTokens } from "@meshmart/kit";
 import { type Product, ProductSchema } from "@meshmart/kit/gen/meshmart/catalog/v1/catalog_pb.js";
 import type { ListCursor, ProductRow } from "./store.js";
 
@@ -27,39 +27,29 @@ export interface ListFilters {
 }
 
 /**
- * Page tokens are opaque to clients (base64url JSON): the last (name, id) of the page and
- * the filters it was made with. Clients must not build them; a token from another query
- * is refused rather than silently returning a page of something else.
+ * Page tokens are opaque to clients and signed (the kit's PageTokens): the last (name, id)
+ * of the page, good only with the filters it was made with. A token from another query,
+ * or one a client wrote itself, is INVALID_ARGUMENT naming page_token, rather than
+ * silently returning a page of something else.
  */
-export function encodePageToken(after: ListCursor, filters: ListFilters): string {
-  return Buffer.from(
-    JSON.stringify({ n: after.name, i: after.id, c: filters.category, q: filters.query }),
-  ).toString("base64url");
+export function encodePageToken(
+  tokens: PageTokens,
+  after: ListCursor,
+  filters: ListFilters,
+): string {
+  return tokens.issue({ n: after.name, i: after.id }, listing(filters));
 }
 
-/** Reads a page token; INVALID_ARGUMENT when it is malformed or belongs to other filters. */
-export function decodePageToken(token: string, filters: ListFilters): ListCursor {
-  let parsed: unknown;
-  try {
-    parsed = JSON.parse(Buffer.from(token, "base64url").toString("utf8"));
-  } catch {
-    throw new ConnectError("page_token is not a token this service issued", Code.InvalidArgument);
-  }
-  const t = parsed as Record<string, unknown>;
-  if (
-    typeof t !== "object" ||
-    t === null ||
-    typeof t.n !== "string" ||
-    typeof t.i !== "string" ||
-    !/^[0-9a-f-]{36}$/.test(t.i)
-  ) {
-    throw new ConnectError("page_token is not a token this service issued", Code.InvalidArgument);
-  }
-  if (t.c !== filters.category || t.q !== filters.query) {
-    throw new ConnectError(
-      "page_token was issued for a different category or query",
-      Code.InvalidArgument,
-    );
-  }
-  return { name: t.n, id: t.i };
+/** Reads a page token; INVALID_ARGUMENT naming page_token when it is not one for these filters. */
+export function decodePageToken(
+  tokens: PageTokens,
+  token: string,
+  filters: ListFilters,
+): ListCursor {
+  const { n, i } = tokens.open(token, listing(filters), ["n", "i"]);
+  return { name: n, id: i };
+}
+
+function listing(filters: ListFilters): string {
+  return JSON.stringify([filters.category, filters.query]);
 }

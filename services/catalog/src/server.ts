@@ -1,9 +1,11 @@
 import {
+  createPageTokens,
   instrumentStore,
   type RuntimeOverrides,
   type ServiceHost,
   startService,
 } from "@meshmart/kit";
+import { ListProductsRequestSchema } from "@meshmart/kit/gen/meshmart/catalog/v1/catalog_service_pb.js";
 import type { CatalogConfig } from "./config.js";
 import { createProductCache } from "./product-cache.js";
 import { createCatalogRoutes } from "./routes.js";
@@ -36,7 +38,11 @@ export function startCatalog(
         ttlMs: config.CACHE_TTL_MS,
         registry,
       });
-      return { routes: createCatalogRoutes({ store, cache }) };
+      const pageTokens = createPageTokens(
+        runtime.pageTokenKey(),
+        ListProductsRequestSchema.field.pageToken,
+      );
+      return { routes: createCatalogRoutes({ store, cache, pageTokens }) };
     },
   });
 }

@@ -201,6 +201,33 @@ describe("ListProducts", () => {
     }
   });
 
+  test("a well-formed page token the service never issued is INVALID_ARGUMENT naming page_token", async () => {
+    const first = await f.client.listProducts({ category: "gadgets", pageSize: 5 });
+    const issued = first.nextPageToken;
+    assert.notEqual(issued, "");
+    // A client that guessed the format (base64url JSON of the last row and the filters)
+    // and wrote its own cursor: past a product it never saw.
+    const [skipTo] = await f.sql<{ id: string; name: string }[]>`
+      select id, name from products where category = 'gadgets' order by name desc, id desc limit 1`;
+    assert.ok(skipTo);
+    const crafted = Buffer.from(
+      JSON.stringify({ n: skipTo.name, i: skipTo.id, c: "gadgets", q: "" }),
+    ).toString("base64url");
+    // The issued token with one character changed.
+    const at = Math.floor(issued.length / 2);
+    const altered = `${issued.slice(0, at)}${issued[at] === "A" ? "B" : "A"}${issued.slice(at + 1)}`;
+    for (const pageToken of [crafted, altered, `${issued}x`]) {
+      const err = await rejection(
+        f.client.listProducts({ category: "gadgets", pageSize: 5, pageToken }),
+      );
+      assert.deepEqual(
+        violationsOf(err).map((v) => v.path),
+        ["page_token"],
+        `token ${pageToken}`,
+      );
+    }
+  });
+
   test("page_size over 100 is INVALID_ARGUMENT naming page_size", async () => {
     const err = await rejection(f.client.listProducts({ pageSize: 101 }));
     assert.deepEqual(violationsOf(err), [{ path: "page_size", rule: "int32.gte_lte" }]);

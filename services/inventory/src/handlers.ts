@@ -1,9 +1,9 @@
 import { Code, ConnectError, type ServiceImpl } from "@connectrpc/connect";
-import { requireRole } from "@meshmart/kit";
+import { deadlineKey, requireRole } from "@meshmart/kit";
 import type { InventoryService } from "@meshmart/kit/gen/meshmart/inventory/v1/inventory_service_pb.js";
 import { errorWithInfo } from "./error-info.js";
 import { toReservation, toStockLevel } from "./stock-mapper.js";
-import type { InventoryStore } from "./store.js";
+import { DeadlinePassedError, type InventoryStore } from "./store.js";
 
 /** What the inventory handlers need. */
 export interface InventoryDeps {
@@ -62,10 +62,13 @@ export function createInventoryHandlers({
       }
     },
 
-    async reserveStock(req) {
-      const outcome = await store.reserve(
-        req.orderId,
-        req.items.map((i) => ({ product_id: i.productId, quantity: i.quantity })),
+    async reserveStock(req, ctx) {
+      const outcome = await withinDeadline(() =>
+        store.reserve(
+          req.orderId,
+          req.items.map((i) => ({ product_id: i.productId, quantity: i.quantity })),
+          ctx.values.get(deadlineKey),
+        ),
       );
       switch (outcome.kind) {
         case "reserved":
@@ -106,8 +109,10 @@ export function createInventoryHandlers({
       }
     },
 
-    async releaseReservation(req) {
-      const outcome = await store.release(req.orderId);
+    async releaseReservation(req, ctx) {
+      const outcome = await withinDeadline(() =>
+        store.release(req.orderId, ctx.values.get(deadlineKey)),
+      );
       if (outcome.kind === "committed") {
         throw new ConnectError(
           `the reservation of order ${outcome.reservation.order_id} was committed and cannot be released`,
@@ -117,8 +122,10 @@ export function createInventoryHandlers({
       return { reservation: toReservation(outcome.reservation) };
     },
 
-    async commitReservation(req) {
-      const outcome = await store.commit(req.orderId);
+    async commitReservation(req, ctx) {
+      const outcome = await withinDeadline(() =>
+        store.commit(req.orderId, ctx.values.get(deadlineKey)),
+      );
       switch (outcome.kind) {
         case "committed":
           return { reservation: toReservation(outcome.reservation) };
@@ -138,6 +145,21 @@ export function createInventoryHandlers({
       return { reservation: toReservation(row) };
     },
   };
+}
+
+/**
+ * Runs a reservation change bounded by the caller's deadline; when it passes first, the
+ * change was not made and the caller (who retries with the same order id) is told so.
+ */
+async function withinDeadline<T>(change: () => Promise<T>): Promise<T> {
+  try {
+    return await change();
+  } catch (reason) {
+    if (reason instanceof DeadlinePassedError) {
+      throw new ConnectError(reason.message, Code.DeadlineExceeded);
+    }
+    throw reason;
+  }
 }
 
 function notFoundReservation(orderId: string): ConnectError {

@@ -99,12 +99,19 @@ export interface InventoryStore {
   getStockBySku(sku: string): Promise<StockRow | undefined>;
   /** Sets on_hand (absolute), creating the record; a no-op change writes nothing. */
   setStock(change: StockChange): Promise<SetStockOutcome>;
-  /** Holds every item or none; idempotent on `orderId`. */
-  reserve(orderId: string, items: readonly ReservationItemRow[]): Promise<ReserveOutcome>;
+  /**
+   * Holds every item or none; idempotent on `orderId`. With a `deadline` (epoch ms, the
+   * caller's), gives up with {@link DeadlinePassedError} rather than wait past it.
+   */
+  reserve(
+    orderId: string,
+    items: readonly ReservationItemRow[],
+    deadline?: number,
+  ): Promise<ReserveOutcome>;
   /** Releases a RESERVED reservation; records a RELEASED one for an unknown order. */
-  release(orderId: string): Promise<ReleaseOutcome>;
+  release(orderId: string, deadline?: number): Promise<ReleaseOutcome>;
   /** Takes a RESERVED reservation's units out of stock. */
-  commit(orderId: string): Promise<CommitOutcome>;
+  commit(orderId: string, deadline?: number): Promise<CommitOutcome>;
   getReservation(orderId: string): Promise<ReservationRow | undefined>;
   /** Order ids of RESERVED reservations created more than `olderThanMs` ago, oldest first. */
   listExpired(olderThanMs: number, limit: number): Promise<string[]>;
@@ -130,17 +137,53 @@ class Refusal<T> extends Error {
   }
 }
 
+/**
+ * The caller's deadline passed before the change could be made; nothing was changed. The
+ * caller has stopped waiting, so finishing the work would only hold a connection and a
+ * place in a stock row's lock queue for nobody.
+ */
+export class DeadlinePassedError extends Error {
+  constructor() {
+    super("the caller's deadline passed before the stock could be changed");
+  }
+}
+
+/** Postgres error code when a lock is not granted within lock_timeout. */
+const LOCK_NOT_AVAILABLE = "55P03";
+
 /** The store over inventory's own database; events go to its outbox under `names`. */
 export function createInventoryStore(sql: Sql, names: EventNames): InventoryStore {
   const levelChanged = (row: StockRow): OutboundEvent =>
     newEvent(StockLevelChangedSchema, { productId: row.product_id, stock: toStockLevel(row) });
 
-  /** Runs `work` in a transaction; a Refusal rolls it back and becomes the result. */
-  async function transaction<T>(work: (tx: Sql) => Promise<T>): Promise<T> {
+  /**
+   * Runs `work` in a transaction; a Refusal rolls it back and becomes the result. With a
+   * `deadline`, the transaction waits for locks only until then: in a burst on one product
+   * every reservation queues on that product's stock row, and a transaction kept alive
+   * after its caller gave up would keep its place in that queue (and a pool connection),
+   * pushing the callers still waiting, and their retries, past their own deadlines in turn.
+   */
+  async function transaction<T>(
+    work: (tx: Sql) => Promise<T>,
+    deadline = Number.POSITIVE_INFINITY,
+  ): Promise<T> {
+    if (Date.now() >= deadline) throw new DeadlinePassedError();
     try {
-      return (await sql.begin((tx) => work(tx as unknown as Sql))) as T;
+      return (await sql.begin((tx) => {
+        if (Number.isFinite(deadline)) {
+          // Waiting for a pool connection may have used up the budget.
+          const ms = Math.ceil(deadline - Date.now());
+          if (ms <= 0) throw new DeadlinePassedError();
+          // Sent ahead of the first statement on the same connection: no extra round trip.
+          tx`select set_config('lock_timeout', ${`${ms}ms`}, true)`.execute();
+        }
+        return work(tx as unknown as Sql);
+      })) as T;
     } catch (reason) {
       if (reason instanceof Refusal) return reason.outcome as T;
+      if ((reason as { code?: string }).code === LOCK_NOT_AVAILABLE && Number.isFinite(deadline)) {
+        throw new DeadlinePassedError();
+      }
       throw reason;
     }
   }
@@ -283,7 +326,7 @@ export function createInventoryStore(sql: Sql, names: EventNames): InventoryStor
       }
     },
 
-    reserve(rawOrderId, requested) {
+    reserve(rawOrderId, requested, deadline) {
       const orderId = rawOrderId.toLowerCase();
       const items = requested.map((i) => ({
         product_id: i.product_id.toLowerCase(),
@@ -345,10 +388,10 @@ export function createInventoryStore(sql: Sql, names: EventNames): InventoryStor
           ...levels.map(levelChanged),
         ]);
         return { kind: "reserved", reservation: { ...claimed, items: sorted } };
-      });
+      }, deadline);
     },
 
-    release(rawOrderId) {
+    release(rawOrderId, deadline) {
       const orderId = rawOrderId.toLowerCase();
       return transaction(async (tx): Promise<ReleaseOutcome> => {
         // A release that comes first leaves a RELEASED record, so a ReserveStock for the
@@ -388,10 +431,10 @@ export function createInventoryStore(sql: Sql, names: EventNames): InventoryStor
           reservation: { ...head, items: current.items },
           unitsReleased: true,
         };
-      });
+      }, deadline);
     },
 
-    commit(rawOrderId) {
+    commit(rawOrderId, deadline) {
       const orderId = rawOrderId.toLowerCase();
       return transaction(async (tx): Promise<CommitOutcome> => {
         const current = await loadReservation(tx, orderId, true);
@@ -417,7 +460,7 @@ export function createInventoryStore(sql: Sql, names: EventNames): InventoryStor
           ...levels.map(levelChanged),
         ]);
         return { kind: "committed", reservation: { ...head, items: current.items } };
-      });
+      }, deadline);
     },
 
     getReservation(orderId) {

@@ -3,6 +3,7 @@ import { randomUUID } from "node:crypto";
 import { after, before, describe, test } from "node:test";
 import { Code, ConnectError } from "@connectrpc/connect";
 import { ReservationStatus } from "@meshmart/kit/gen/meshmart/inventory/v1/inventory_pb.js";
+import { DeadlinePassedError } from "../src/store.js";
 import {
   createInventoryFixture,
   errorInfosOf,
@@ -181,5 +182,69 @@ describe("concurrent reservations", () => {
         commit.status === "fulfilled" ? [0n, 0n] : [2n, 0n],
       );
     }
+  });
+
+  test("a reservation still queued on the stock row when its caller's deadline passes gives up and holds nothing", async () => {
+    // A burst on one product queues every reservation on its stock row. One left queued
+    // after its caller timed out would take the lock later for nobody (and the caller's
+    // retry would queue behind it): under load, the queue fills with abandoned work.
+    const productId = await f.product(5);
+    const orderId = randomUUID();
+    let unlock = () => {};
+    const gate = new Promise<void>((resolve) => {
+      unlock = resolve;
+    });
+    let locked = () => {};
+    const holding = new Promise<void>((resolve) => {
+      locked = resolve;
+    });
+    const holder = f.sql.begin(async (tx) => {
+      await tx`select 1 from stock_levels where product_id = ${productId} for update`;
+      locked();
+      await gate;
+    });
+    try {
+      await holding;
+      const started = Date.now();
+      const err = await f.client
+        .reserveStock({ orderId, items: [{ productId, quantity: 1 }] }, { timeoutMs: 300 })
+        .then(
+          () => assert.fail("reserved while the stock row was locked"),
+          (reason: unknown) => ConnectError.from(reason),
+        );
+      assert.equal(err.code, Code.DeadlineExceeded);
+      assert.ok(Date.now() - started < 2_000, "answered at the deadline");
+      // Give an abandoned transaction time to show up in the lock queue, then look.
+      await new Promise((r) => setTimeout(r, 300));
+      const [waiting] = await f.sql<{ n: bigint }[]>`
+        select count(*) as n from pg_locks l join pg_stat_activity a using (pid)
+        where not l.granted and a.datname = current_database()`;
+      assert.equal(waiting?.n, 0n, "a transaction is still queued for a caller that is gone");
+    } finally {
+      unlock();
+      await holder;
+    }
+    await new Promise((r) => setTimeout(r, 100));
+    const [held] = await f.sql<{ n: bigint }[]>`
+      select count(*) as n from reservations where order_id = ${orderId}`;
+    assert.equal(held?.n, 0n, "no reservation was made after the caller gave up");
+    assert.equal((await f.stock(productId)).reserved, 0n);
+    // The caller's retry reserves normally.
+    const retry = await f.client.reserveStock({ orderId, items: [{ productId, quantity: 1 }] });
+    assert.equal(retry.reservation?.status, ReservationStatus.RESERVED);
+  });
+
+  test("a deadline already passed changes nothing and never reaches the database", async () => {
+    const productId = await f.product(5);
+    const orderId = randomUUID();
+    await assert.rejects(
+      f.store.reserve(orderId, [{ product_id: productId, quantity: 1 }], Date.now() - 1),
+      DeadlinePassedError,
+    );
+    await assert.rejects(f.store.commit(orderId, Date.now() - 1), DeadlinePassedError);
+    await assert.rejects(f.store.release(orderId, Date.now() - 1), DeadlinePassedError);
+    const [row] = await f.sql<{ n: bigint }[]>`
+      select count(*) as n from reservations where order_id = ${orderId}`;
+    assert.equal(row?.n, 0n);
   });
 });

@@ -10,6 +10,12 @@ const positiveMs = z.coerce.number().int().positive();
 const bool = z
   .enum(["true", "false", "1", "0", "yes", "no"])
   .transform((v) => v === "true" || v === "1" || v === "yes");
+/** A secret key: base64 (standard or url-safe) of at least 32 random bytes. */
+const secretKey = z
+  .string()
+  .regex(/^[A-Za-z0-9+/_-]+={0,2}$/, "must be base64")
+  .refine((v) => Buffer.from(v, "base64").length >= 32, "must be at least 32 bytes, base64-encoded")
+  .transform((v) => Buffer.from(v, "base64"));
 
 /**
  * Settings every service shares. Each comes from one environment variable (12-factor);
@@ -43,13 +49,20 @@ export const kitConfigSchema = z.object({
   /** OTLP/HTTP traces endpoint; unset exports nothing (spans still carry ids for logs and propagation). */
   OTEL_EXPORTER_OTLP_TRACES_ENDPOINT: z.url().optional(),
   OTEL_EXPORTER_OTLP_ENDPOINT: z.url().optional(),
+  /**
+   * Signs the page tokens of list methods (HMAC-SHA256), so a client cannot forge a cursor.
+   * Every replica of a service needs the same key; in a cluster it comes from a Secret.
+   * Unset (one local process): a key made at start, logged as such, so tokens do not
+   * outlive the process.
+   */
+  PAGE_TOKEN_KEY: secretKey.optional(),
 });
 
 /** Parsed kit settings. */
 export type KitConfig = z.infer<typeof kitConfigSchema>;
 
 /** Common optional flags, exported so services can compose them into their own schemas. */
-export const configFields = { port, positiveMs, bool };
+export const configFields = { port, positiveMs, bool, secretKey };
 
 /**
  * Parses `env` with a service's schema (usually `kitConfigSchema.extend({...})`).

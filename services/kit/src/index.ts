@@ -35,13 +35,16 @@ export {
 export {
   createJwtVerifier,
   createServerInterceptors,
+  PUBLIC_METHODS,
   requireCaller,
   requireRole,
   type TokenVerifier,
 } from "./interceptors/index.js";
+export { NUL_RULE_ID } from "./interceptors/nul-strings.js";
 export { type Closable, runMain } from "./main.js";
 export { createLogDestination, createLogger, type Logger } from "./observability/logger.js";
 export { createRpcMetrics, type RpcMetrics } from "./observability/rpc-metrics.js";
+export { createPageTokens, PAGE_TOKEN_KEY_BYTES, type PageTokens } from "./page-tokens.js";
 export { createRuntime, type Runtime, type RuntimeOverrides, serve } from "./runtime.js";
 export type { DependencyCheck } from "./server/health-monitor.js";
 export { LIVENESS_SERVICE, type Routes, type ServiceHost } from "./server/service-host.js";
@@ -52,3 +55,4 @@ export {
   startService,
   type Worker,
 } from "./service.js";
+export { fieldViolation } from "./violations.js";

@@ -1,3 +1,4 @@
+import { randomBytes } from "node:crypto";
 import type { RequestListener } from "node:http";
 import type { DestinationStream } from "pino";
 import { collectDefaultMetrics, Registry } from "prom-client";
@@ -29,6 +30,12 @@ export interface Runtime {
   shuttingDown: AbortSignal;
   /** Aborts {@link shuttingDown}; `serve`'s close() calls it first. */
   beginShutdown(): void;
+  /**
+   * The key page tokens are signed with: PAGE_TOKEN_KEY, or (unset) one made for this
+   * process on first use, with a warning, since its tokens then die with the process and
+   * mean nothing to another replica. Only services with list methods ask for it.
+   */
+  pageTokenKey(): Buffer;
 }
 
 /** Overrides for tests: capture logs, verify tokens with a local key set. */
@@ -78,6 +85,7 @@ export async function createRuntime(
           audience: config.AUTH_AUDIENCE,
         }));
   const shutdown = new AbortController();
+  let pageTokenKey = config.PAGE_TOKEN_KEY;
   return {
     config,
     logger,
@@ -87,6 +95,15 @@ export async function createRuntime(
     verifier,
     shuttingDown: shutdown.signal,
     beginShutdown: () => shutdown.abort(),
+    pageTokenKey() {
+      if (pageTokenKey === undefined) {
+        pageTokenKey = randomBytes(32);
+        logger.warn(
+          "PAGE_TOKEN_KEY is not set: page tokens are signed with a key made for this process; they stop working when it restarts and on other replicas",
+        );
+      }
+      return pageTokenKey;
+    },
   };
 }
 

@@ -1,6 +1,7 @@
 import { create } from "@bufbuild/protobuf";
 import { timestampFromDate } from "@bufbuild/protobuf/wkt";
 import { Code, ConnectError } from "@connectrpc/connect";
+import type { PageTokens } from "@meshmart/kit";
 import {
   type Notification,
   NotificationSchema,
@@ -24,43 +25,41 @@ export function toNotification(row: NotificationRow): Notification {
 }
 
 /**
- * An opaque token for the page after `row`, bound to the filter it was issued under so a
- * token cannot be replayed against another filter and skip rows.
+ * A signed token (the kit's PageTokens) for the page after `row`, bound to the listing it
+ * was issued for (whose notifications, which order_id filter), so a token can be neither
+ * written by a client nor replayed against another filter to skip rows.
  */
-export function encodePageToken(row: NotificationRow, orderId: string): string {
-  return Buffer.from(JSON.stringify({ t: row.created_key, i: row.id, o: orderId })).toString(
-    "base64url",
-  );
+export function encodePageToken(
+  tokens: PageTokens,
+  row: NotificationRow,
+  listing: NotificationListing,
+): string {
+  return tokens.issue({ t: row.created_key, i: row.id }, bindingOf(listing));
+}
+
+/** Whose notifications a listing covers, and its order_id filter ("" for none). */
+export interface NotificationListing {
+  userId: string;
+  orderId: string;
 }
 
 /** created_at::text, e.g. 2026-11-29 12:10:11.123456+00; anything else never reaches SQL. */
 const POSTGRES_TIMESTAMPTZ = /^\d{4}-\d{2}-\d{2} \d{2}:\d{2}:\d{2}(\.\d{1,6})?[+-]\d{2}(:\d{2})?$/;
 
-/** Reads a page token; INVALID_ARGUMENT when it is malformed or for another filter. */
-export function decodePageToken(token: string, orderId: string): NotificationCursor {
-  let parsed: unknown;
-  try {
-    parsed = JSON.parse(Buffer.from(token, "base64url").toString("utf8"));
-  } catch {
-    throw invalidToken();
+/** Reads a page token; INVALID_ARGUMENT naming page_token when it is not one for this listing. */
+export function decodePageToken(
+  tokens: PageTokens,
+  token: string,
+  listing: NotificationListing,
+): NotificationCursor {
+  const { t, i } = tokens.open(token, bindingOf(listing), ["t", "i"]);
+  // Signed by us, so always well-formed; the checks keep a future format change from SQL.
+  if (!POSTGRES_TIMESTAMPTZ.test(t) || !/^[0-9a-f-]{36}$/.test(i)) {
+    throw new ConnectError("page_token is not a token this service issued", Code.InvalidArgument);
   }
-  const t = parsed as Record<string, unknown> | null;
-  if (
-    typeof t !== "object" ||
-    t === null ||
-    typeof t.t !== "string" ||
-    !POSTGRES_TIMESTAMPTZ.test(t.t) ||
-    typeof t.i !== "string" ||
-    !/^[0-9a-f-]{36}$/.test(t.i)
-  ) {
-    throw invalidToken();
-  }
-  if (t.o !== orderId) {
-    throw new ConnectError("page_token was issued for a different order_id", Code.InvalidArgument);
-  }
-  return { createdKey: t.t, id: t.i };
+  return { createdKey: t, id: i };
 }
 
-function invalidToken(): ConnectError {
-  return new ConnectError("page_token is not a token this service issued", Code.InvalidArgument);
+function bindingOf(listing: NotificationListing): string {
+  return JSON.stringify([listing.userId, listing.orderId]);
 }

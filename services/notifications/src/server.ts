@@ -1,9 +1,11 @@
 import {
+  createPageTokens,
   instrumentStore,
   type RuntimeOverrides,
   type ServiceHost,
   startService,
 } from "@meshmart/kit";
+import { ListNotificationsRequestSchema } from "@meshmart/kit/gen/meshmart/notifications/v1/notifications_service_pb.js";
 import type { NotificationsConfig } from "./config.js";
 import { createEventEffects } from "./event-handlers.js";
 import { createNotificationRoutes } from "./routes.js";
@@ -47,7 +49,13 @@ export function startNotifications(
         names: events.names,
       });
       return {
-        routes: createNotificationRoutes({ store }),
+        routes: createNotificationRoutes({
+          store,
+          pageTokens: createPageTokens(
+            runtime.pageTokenKey(),
+            ListNotificationsRequestSchema.field.pageToken,
+          ),
+        }),
         subscriptions: [
           {
             durable: CONSUMER,

@@ -23,6 +23,7 @@ import {
   type TestEvents,
   type TestIssuer,
   testRedisUrl,
+  violationsOf,
   waitFor,
 } from "@meshmart/kit/testing";
 import postgres from "postgres";
@@ -254,6 +255,13 @@ test("pages walk every notification once, newest first; order_id filters", async
     client.listNotifications({ pageToken: first.nextPageToken, orderId: orderIds[0] ?? "" }, auth),
   );
   assert.equal(crossed.code, 3);
+  // A cursor the client wrote itself (the unsigned format tokens once had) is refused,
+  // naming page_token, instead of paging from wherever it points.
+  const crafted = Buffer.from(
+    JSON.stringify({ t: "2999-01-01 00:00:00+00", i: randomUUID(), o: "" }),
+  ).toString("base64url");
+  const forged = await rejection(client.listNotifications({ pageToken: crafted }, auth));
+  assert.deepEqual(violationsOf(forged), [{ path: "page_token", rule: "page_token.issued" }]);
 });
 
 test("no log line carries an email address or a notification body", () => {

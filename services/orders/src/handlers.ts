@@ -6,7 +6,14 @@ import {
   type HandlerContext,
   type ServiceImpl,
 } from "@connectrpc/connect";
-import { type Caller, type Logger, outgoing, remainingMs, requireCaller } from "@meshmart/kit";
+import {
+  type Caller,
+  type Logger,
+  outgoing,
+  type PageTokens,
+  remainingMs,
+  requireCaller,
+} from "@meshmart/kit";
 import type { Product } from "@meshmart/kit/gen/meshmart/catalog/v1/catalog_pb.js";
 import type { CatalogService } from "@meshmart/kit/gen/meshmart/catalog/v1/catalog_service_pb.js";
 import type { OrderService } from "@meshmart/kit/gen/meshmart/orders/v1/orders_service_pb.js";
@@ -34,6 +41,8 @@ export interface OrdersDeps {
   watchFallbackMs: number;
   /** Aborted when the service begins to shut down: open watches end then. */
   shuttingDown: AbortSignal;
+  /** ListOrders' page tokens (the kit's createPageTokens for its page_token field). */
+  pageTokens: PageTokens;
 }
 
 const DEFAULT_PAGE_SIZE = 20;
@@ -74,12 +83,18 @@ export function createOrdersHandlers(deps: OrdersDeps): ServiceImpl<typeof Order
   ): Promise<OrderRecord | undefined> {
     const until = Date.now() + ms;
     for (;;) {
-      const record = await store.get(orderId);
-      if (record === undefined) throw notFound(orderId);
-      if (isTerminal(record.order.status)) return record;
-      const left = until - Date.now();
-      if (left <= 0 || ctx.signal.aborted) return undefined;
-      await changes.wait(orderId, Math.min(left, deps.pollMs), ctx.signal);
+      // Listening before the read: a change recorded while it runs ends the wait at once.
+      const change = changes.listen(orderId);
+      try {
+        const record = await store.get(orderId);
+        if (record === undefined) throw notFound(orderId);
+        if (isTerminal(record.order.status)) return record;
+        const left = until - Date.now();
+        if (left <= 0 || ctx.signal.aborted) return undefined;
+        await change.wait(Math.min(left, deps.pollMs), ctx.signal);
+      } finally {
+        change.close();
+      }
     }
   }
 
@@ -144,7 +159,8 @@ export function createOrdersHandlers(deps: OrdersDeps): ServiceImpl<typeof Order
       const owner = ownerScope(caller);
       const scope = owner ?? "*";
       const pageSize = req.pageSize === 0 ? DEFAULT_PAGE_SIZE : req.pageSize;
-      const beforeSeq = req.pageToken === "" ? undefined : decodePageToken(req.pageToken, scope);
+      const beforeSeq =
+        req.pageToken === "" ? undefined : decodePageToken(deps.pageTokens, req.pageToken, scope);
       // One extra row tells whether another page exists without a count query.
       const records = await store.list({
         ...(owner === undefined ? {} : { userId: owner }),
@@ -157,7 +173,7 @@ export function createOrdersHandlers(deps: OrdersDeps): ServiceImpl<typeof Order
         orders: page.map(toOrder),
         nextPageToken:
           records.length > pageSize && last !== undefined
-            ? encodePageToken(last.order.seq, scope)
+            ? encodePageToken(deps.pageTokens, last.order.seq, scope)
             : "",
       };
     },
@@ -205,24 +221,33 @@ export function createOrdersHandlers(deps: OrdersDeps): ServiceImpl<typeof Order
 
     async *watchOrder(req, ctx) {
       const caller = requireCaller(ctx);
-      let record = await store.get(req.orderId, ownerScope(caller));
-      if (record === undefined) throw notFound(req.orderId);
-      yield { order: toOrder(record) };
-      let seen = stamp(record);
-      while (!isTerminal(record.order.status)) {
-        const ended = AbortSignal.any([ctx.signal, deps.shuttingDown]);
-        await changes.wait(req.orderId, deps.watchFallbackMs, ended);
-        // The client went away, its deadline passed, or the server is shutting down: the
-        // stream simply ends; a client that still cares watches again.
-        if (ended.aborted) return;
-        const next = await store.get(req.orderId);
-        if (next === undefined) throw notFound(req.orderId);
-        record = next;
-        const now = stamp(record);
-        if (now !== seen) {
-          seen = now;
-          yield { order: toOrder(record) };
+      const ended = AbortSignal.any([ctx.signal, deps.shuttingDown]);
+      // Every read happens while listening for the order's next change, and the wait after
+      // it uses that same listen: a change notified during the read (or while a client is
+      // slow to take what was yielded) ends the wait at once instead of being dropped.
+      let change = changes.listen(req.orderId);
+      try {
+        let record = await store.get(req.orderId, ownerScope(caller));
+        if (record === undefined) throw notFound(req.orderId);
+        yield { order: toOrder(record) };
+        let seen = stamp(record);
+        while (!isTerminal(record.order.status)) {
+          await change.wait(deps.watchFallbackMs, ended);
+          // The client went away, its deadline passed, or the server is shutting down: the
+          // stream simply ends; a client that still cares watches again.
+          if (ended.aborted) return;
+          change = changes.listen(req.orderId);
+          const next = await store.get(req.orderId);
+          if (next === undefined) throw notFound(req.orderId);
+          record = next;
+          const now = stamp(record);
+          if (now !== seen) {
+            seen = now;
+            yield { order: toOrder(record) };
+          }
         }
+      } finally {
+        change.close();
       }
     },
   };

@@ -4,43 +4,87 @@
  * moving the order, so waiters also look again after a poll interval.
  */
 export interface OrderChanges {
+  /** Wakes everyone listening for the order's next change (a notify with none listening is dropped). */
   notify(orderId: string): void;
-  /** Resolves on the next change of the order, after `ms`, or when `signal` aborts. */
-  wait(orderId: string, ms: number, signal?: AbortSignal): Promise<void>;
+  /**
+   * Starts listening for the order's next change now. Listen before reading the order and
+   * wait after: a change notified between the read and the wait is then not lost, it
+   * ends the wait at once.
+   */
+  listen(orderId: string): ChangeListener;
+}
+
+/** One listen for an order's next change. */
+export interface ChangeListener {
+  /**
+   * Resolves once the order changed since {@link OrderChanges.listen} (at once if it
+   * already has), after `ms`, or when `signal` aborts; then stops listening.
+   */
+  wait(ms: number, signal?: AbortSignal): Promise<void>;
+  /** Stops listening without waiting (the caller is done with the order). */
+  close(): void;
 }
 
 /** A fresh notifier. */
 export function createOrderChanges(): OrderChanges {
-  const waiters = new Map<string, Set<() => void>>();
+  const listeners = new Map<string, Set<Listen>>();
+
+  interface Listen {
+    changed: boolean;
+    /** Set while someone waits on it. */
+    wake: (() => void) | undefined;
+  }
+
+  function remove(orderId: string, listen: Listen): void {
+    const set = listeners.get(orderId);
+    if (set === undefined) return;
+    set.delete(listen);
+    if (set.size === 0) listeners.delete(orderId);
+  }
+
   return {
     notify(orderId) {
-      const set = waiters.get(orderId);
+      const set = listeners.get(orderId);
       if (set === undefined) return;
-      waiters.delete(orderId);
-      for (const wake of set) wake();
+      listeners.delete(orderId);
+      for (const listen of set) {
+        listen.changed = true;
+        listen.wake?.();
+      }
     },
-    wait(orderId, ms, signal) {
-      return new Promise<void>((resolve) => {
-        if (signal?.aborted) {
-          resolve();
-          return;
-        }
-        const done = () => {
-          clearTimeout(timer);
-          signal?.removeEventListener("abort", done);
-          waiters.get(orderId)?.delete(done);
-          if (waiters.get(orderId)?.size === 0) waiters.delete(orderId);
-          resolve();
-        };
-        const timer = setTimeout(done, Math.max(0, ms));
-        signal?.addEventListener("abort", done, { once: true });
-        let set = waiters.get(orderId);
-        if (set === undefined) {
-          set = new Set();
-          waiters.set(orderId, set);
-        }
-        set.add(done);
-      });
+
+    listen(orderId) {
+      const listen: Listen = { changed: false, wake: undefined };
+      let set = listeners.get(orderId);
+      if (set === undefined) {
+        set = new Set();
+        listeners.set(orderId, set);
+      }
+      set.add(listen);
+      return {
+        wait(ms, signal) {
+          if (listen.changed || signal?.aborted) {
+            remove(orderId, listen);
+            return Promise.resolve();
+          }
+          return new Promise<void>((resolve) => {
+            const done = () => {
+              clearTimeout(timer);
+              signal?.removeEventListener("abort", done);
+              listen.wake = undefined;
+              remove(orderId, listen);
+              resolve();
+            };
+            const timer = setTimeout(done, Math.max(0, ms));
+            signal?.addEventListener("abort", done, { once: true });
+            listen.wake = done;
+          });
+        },
+        close() {
+          listen.wake?.();
+          remove(orderId, listen);
+        },
+      };
     },
   };
 }

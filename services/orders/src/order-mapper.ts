@@ -1,6 +1,7 @@
 import { create } from "@bufbuild/protobuf";
 import { timestampFromDate } from "@bufbuild/protobuf/wkt";
 import { Code, ConnectError } from "@connectrpc/connect";
+import type { PageTokens } from "@meshmart/kit";
 import {
   CancelCode,
   type Order,
@@ -59,32 +60,21 @@ export function isTerminal(status: OrderStatusText): boolean {
 }
 
 /**
- * Page tokens are opaque to clients (base64url JSON): the seq of the page's last order and
- * whose orders the listing covers ("*" for an admin's listing of all). A token from
- * another caller's listing is refused rather than paging through a different list.
+ * Page tokens are opaque to clients and signed (the kit's PageTokens): the seq of the
+ * page's last order, good only in the listing it came from (whose orders: a user id, or
+ * "*" for an admin's listing of all). A token from another caller's listing, or one a
+ * client wrote itself, is INVALID_ARGUMENT naming page_token.
  */
-export function encodePageToken(lastSeq: bigint, scope: string): string {
-  return Buffer.from(JSON.stringify({ s: lastSeq.toString(), o: scope })).toString("base64url");
+export function encodePageToken(tokens: PageTokens, lastSeq: bigint, scope: string): string {
+  return tokens.issue({ s: lastSeq.toString() }, scope);
 }
 
-/** Reads a page token; INVALID_ARGUMENT when it is malformed or belongs to another listing. */
-export function decodePageToken(token: string, scope: string): bigint {
-  let parsed: unknown;
-  try {
-    parsed = JSON.parse(Buffer.from(token, "base64url").toString("utf8"));
-  } catch {
-    throw notOurs();
+/** Reads a page token; INVALID_ARGUMENT naming page_token when it is not one for this listing. */
+export function decodePageToken(tokens: PageTokens, token: string, scope: string): bigint {
+  const { s } = tokens.open(token, scope, ["s"]);
+  // Signed by us, so always digits; the check keeps a future format change from reaching SQL.
+  if (!/^\d{1,19}$/.test(s)) {
+    throw new ConnectError("page_token is not a token this service issued", Code.InvalidArgument);
   }
-  const t = parsed as Record<string, unknown>;
-  if (typeof t !== "object" || t === null || typeof t.s !== "string" || !/^\d{1,19}$/.test(t.s)) {
-    throw notOurs();
-  }
-  if (t.o !== scope) {
-    throw new ConnectError("page_token was issued for a different listing", Code.InvalidArgument);
-  }
-  return BigInt(t.s);
-}
-
-function notOurs(): ConnectError {
-  return new ConnectError("page_token is not a token this service issued", Code.InvalidArgument);
+  return BigInt(s);
 }

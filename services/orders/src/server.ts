@@ -1,4 +1,5 @@
 import {
+  createPageTokens,
   createServiceClient,
   instrumentStore,
   type Runtime,
@@ -11,6 +12,7 @@ import {
 } from "@meshmart/kit";
 import { CatalogService } from "@meshmart/kit/gen/meshmart/catalog/v1/catalog_service_pb.js";
 import { InventoryService } from "@meshmart/kit/gen/meshmart/inventory/v1/inventory_service_pb.js";
+import { ListOrdersRequestSchema } from "@meshmart/kit/gen/meshmart/orders/v1/orders_service_pb.js";
 import { PaymentService } from "@meshmart/kit/gen/meshmart/payments/v1/payments_service_pb.js";
 import { createCardVault } from "./card-vault.js";
 import type { OrdersConfig } from "./config.js";
@@ -89,6 +91,7 @@ function buildOrders(
     watchFallbackMs: config.WATCH_FALLBACK_MS,
     shuttingDown: runtime.shuttingDown,
     cancelWaitMs: config.CANCEL_WAIT_MS,
+    pageTokens: createPageTokens(runtime.pageTokenKey(), ListOrdersRequestSchema.field.pageToken),
   });
   // The worker writes terminal events, so it stops before the relay.
   return {

@@ -3,9 +3,10 @@ import { randomBytes, randomUUID } from "node:crypto";
 import { test } from "node:test";
 import { create } from "@bufbuild/protobuf";
 import { Code, ConnectError } from "@connectrpc/connect";
-import { ConfigError, loadConfig } from "@meshmart/kit";
+import { ConfigError, createPageTokens, loadConfig } from "@meshmart/kit";
 import { ProductSchema } from "@meshmart/kit/gen/meshmart/catalog/v1/catalog_pb.js";
 import { CardSchema } from "@meshmart/kit/gen/meshmart/common/v1/card_pb.js";
+import { ListOrdersRequestSchema } from "@meshmart/kit/gen/meshmart/orders/v1/orders_service_pb.js";
 import { createCardVault } from "../src/card-vault.js";
 import { ordersConfigSchema } from "../src/config.js";
 import { decodePageToken, encodePageToken } from "../src/order-mapper.js";
@@ -92,17 +93,26 @@ test("a sealed card opens only with its key and for its order", () => {
   assert.throws(() => vault.open(tampered, orderId), "altered bytes");
 });
 
-test("page tokens round-trip and are bound to the listing", () => {
-  const token = encodePageToken(42n, "user-1");
-  assert.equal(decodePageToken(token, "user-1"), 42n);
+test("page tokens round-trip, are bound to the listing, and cannot be forged", () => {
+  const tokens = createPageTokens(randomBytes(32), ListOrdersRequestSchema.field.pageToken);
+  const token = encodePageToken(tokens, 42n, "user-1");
+  assert.equal(decodePageToken(tokens, token, "user-1"), 42n);
   for (const [bad, scope] of [
     [token, "user-2"],
     [token, "*"],
     ["not base64 json", "user-1"],
-    [Buffer.from('{"s":"1e9","o":"user-1"}').toString("base64url"), "user-1"],
+    [Buffer.from('{"s":"1","o":"user-1"}').toString("base64url"), "user-1"],
+    [
+      encodePageToken(
+        createPageTokens(randomBytes(32), ListOrdersRequestSchema.field.pageToken),
+        1n,
+        "user-1",
+      ),
+      "user-1",
+    ],
   ] as const) {
     assert.throws(
-      () => decodePageToken(bad, scope),
+      () => decodePageToken(tokens, bad, scope),
       (e: unknown) => e instanceof ConnectError && e.code === Code.InvalidArgument,
     );
   }

@@ -1,7 +1,10 @@
-import { randomUUID } from "node:crypto";
+import { randomBytes, randomUUID } from "node:crypto";
 import { type CallOptions, type Client, createClient } from "@connectrpc/connect";
-import { createEventNames, createRedis, type Sql } from "@meshmart/kit";
-import { CatalogService } from "@meshmart/kit/gen/meshmart/catalog/v1/catalog_service_pb.js";
+import { createEventNames, createPageTokens, createRedis, type Sql } from "@meshmart/kit";
+import {
+  CatalogService,
+  ListProductsRequestSchema,
+} from "@meshmart/kit/gen/meshmart/catalog/v1/catalog_service_pb.js";
 import { deleteKeys, type TestDatabase, testRedisUrl, uniqueName } from "@meshmart/kit/testing";
 import { Redis } from "ioredis";
 import type { Registry } from "prom-client";
@@ -70,7 +73,8 @@ export async function createCatalogFixture(label: string): Promise<CatalogFixtur
   }
   const store = createCatalogStore(sql, createEventNames());
   const cache = createProductCache({ redis: serviceRedis, prefix, ttlMs: 60_000, registry });
-  const { transport } = createTestTransport(createCatalogRoutes({ store, cache }), {
+  const pageTokens = createPageTokens(randomBytes(32), ListProductsRequestSchema.field.pageToken);
+  const { transport } = createTestTransport(createCatalogRoutes({ store, cache, pageTokens }), {
     verifier: issuer.verifier,
   });
   const [admin, customer] = await Promise.all([

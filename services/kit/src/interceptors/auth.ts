@@ -40,36 +40,61 @@ export function createJwtVerifier(options: JwtVerifierOptions): TokenVerifier {
 }
 
 /**
- * Puts the verified caller into the context for handlers. A request without a token is
- * anonymous (handlers that need a caller say so with {@link requireCaller}); a request
- * with a bad token is refused outright, since a client sending one expects to be known.
+ * Methods anyone may call without a token, as `package.Service.Method`: browsing the
+ * catalog, signing up and in, the JWKS. The edge (edge/envoy/generate.ts PUBLIC_METHODS)
+ * skips its JWT check for the same list; a kit test keeps the two equal.
  */
-export function createAuthInterceptor(verify: TokenVerifier | undefined): Interceptor {
+export const PUBLIC_METHODS: ReadonlySet<string> = new Set([
+  "meshmart.catalog.v1.CatalogService.GetProduct",
+  "meshmart.catalog.v1.CatalogService.ListProducts",
+  "meshmart.catalog.v1.CatalogService.ListCategories",
+  "meshmart.identity.v1.IdentityService.SignUp",
+  "meshmart.identity.v1.IdentityService.Login",
+  "meshmart.identity.v1.IdentityService.RefreshToken",
+  "meshmart.identity.v1.IdentityService.GetJwks",
+]);
+
+/**
+ * Puts the verified caller into the context for handlers. A request without a token is
+ * anonymous (handlers that need a caller say so with {@link requireCaller}). A bad token
+ * (malformed, expired, forged, or unverifiable here) is refused outright, since a client
+ * sending one expects to be known; except on a public method, which answers the same to
+ * everyone: there the call goes on as anonymous. A browser holding a stale token from
+ * yesterday's session can still browse the catalog, sign in again or refresh.
+ */
+export function createAuthInterceptor(
+  verify: TokenVerifier | undefined,
+  publicMethods: ReadonlySet<string> = PUBLIC_METHODS,
+): Interceptor {
+  const authenticate = async (header: string): Promise<Caller> => {
+    const match = /^Bearer\s+(\S+)$/i.exec(header);
+    if (match?.[1] === undefined) {
+      throw new ConnectError("authorization header must be 'Bearer <token>'", Code.Unauthenticated);
+    }
+    if (verify === undefined) {
+      throw new ConnectError(
+        "this service cannot verify tokens (no JWKS configured)",
+        Code.Unauthenticated,
+      );
+    }
+    try {
+      return await verify(match[1]);
+    } catch {
+      // The reason (expired, bad signature, wrong audience) stays server-side: telling
+      // a forger which check failed helps them.
+      throw new ConnectError("invalid or expired access token", Code.Unauthenticated);
+    }
+  };
   return (next) => async (req) => {
     const header = req.header.get("authorization");
     if (header !== null) {
-      const match = /^Bearer\s+(\S+)$/i.exec(header);
-      if (match?.[1] === undefined) {
-        throw new ConnectError(
-          "authorization header must be 'Bearer <token>'",
-          Code.Unauthenticated,
-        );
-      }
-      if (verify === undefined) {
-        throw new ConnectError(
-          "this service cannot verify tokens (no JWKS configured)",
-          Code.Unauthenticated,
-        );
-      }
-      let caller: Caller;
+      let caller: Caller | undefined;
       try {
-        caller = await verify(match[1]);
-      } catch {
-        // The reason (expired, bad signature, wrong audience) stays server-side: telling
-        // a forger which check failed helps them.
-        throw new ConnectError("invalid or expired access token", Code.Unauthenticated);
+        caller = await authenticate(header);
+      } catch (reason) {
+        if (!publicMethods.has(`${req.service.typeName}.${req.method.name}`)) throw reason;
       }
-      req.contextValues.set(callerKey, caller);
+      if (caller !== undefined) req.contextValues.set(callerKey, caller);
     }
     return next(req);
   };

@@ -17,6 +17,8 @@ export interface ServerInterceptorOptions {
   accessLog?: AccessLogMode;
   metrics: RpcMetrics;
   verifier?: TokenVerifier | undefined;
+  /** Methods where a bad token means anonymous rather than UNAUTHENTICATED; the mesh's by default. */
+  publicMethods?: ReadonlySet<string>;
   maxDeadlineMs: number;
 }
 
@@ -37,10 +39,16 @@ export function createServerInterceptors(options: ServerInterceptorOptions): Int
     ),
     createErrorInterceptor(options.logger),
     createDeadlineInterceptor(options.maxDeadlineMs),
-    createAuthInterceptor(options.verifier),
+    createAuthInterceptor(options.verifier, options.publicMethods),
     createValidationInterceptor(),
   ];
 }
 
-export { createJwtVerifier, requireCaller, requireRole, type TokenVerifier } from "./auth.js";
+export {
+  createJwtVerifier,
+  PUBLIC_METHODS,
+  requireCaller,
+  requireRole,
+  type TokenVerifier,
+} from "./auth.js";
 export { codeName } from "./observe.js";

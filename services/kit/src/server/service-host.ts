@@ -16,6 +16,15 @@ import { addServicesToGrpcServer, type ServiceRegistration } from "./grpc-adapte
 import type { HealthMonitor } from "./health-monitor.js";
 import { addReflection } from "./reflection.js";
 
+/**
+ * Proto3 JSON as the REST edge prints it (Envoy's transcoder runs with
+ * always_print_primitive_fields): fields without presence appear even at their default
+ * (`"nextPageToken": ""`, `"products": []`), so a client reads one shape whichever way it
+ * came in, and the OpenAPI document can list them as required. Unknown fields in requests
+ * are ignored, as connect-node does by default.
+ */
+const CONNECT_JSON = { alwaysEmitImplicit: true, ignoreUnknownFields: true } as const;
+
 /** A service's handlers, registered the Connect way: `router.service(Desc, impl)`. */
 export type Routes = (router: ConnectRouter) => void;
 
@@ -151,6 +160,7 @@ export async function startServiceHost(options: ServiceHostOptions): Promise<Ser
       readMaxBytes: options.maxMessageBytes,
       writeMaxBytes: options.maxMessageBytes,
       shutdownSignal: shutdown.signal,
+      jsonOptions: CONNECT_JSON,
       // Our HTTP port is node:http only, so requests really are IncomingMessages.
       ...(options.httpFallback === undefined ? {} : { fallback: options.httpFallback as never }),
     }),

@@ -47,6 +47,7 @@ export {
 export { createTestInterceptors, createTestTransport } from "./interceptors.js";
 export { createLogSink, type LogSink } from "./log-sink.js";
 export { type OwnedNats, startOwnedNats } from "./owned-nats.js";
+export { connectCall, envelope, grpcCall, grpcWebCall, type RawAnswer } from "./raw-rpc.js";
 export { deleteKeys, rejection, violationsOf } from "./rpc-assertions.js";
 export {
   bearer,

@@ -7,10 +7,16 @@ import { createRpcMetrics } from "../observability/rpc-metrics.js";
 import type { Routes } from "../server/service-host.js";
 import { createLogSink, type LogSink } from "./log-sink.js";
 
+/** What the test chain may differ in from the production one. */
+export interface TestInterceptorOptions {
+  verifier?: TokenVerifier;
+  maxDeadlineMs?: number;
+  /** Methods where a bad token means anonymous; the mesh's PUBLIC_METHODS by default. */
+  publicMethods?: ReadonlySet<string>;
+}
+
 /** The production interceptor chain with captured logs and a private registry, for in-memory tests. */
-export function createTestInterceptors(
-  options: { verifier?: TokenVerifier; maxDeadlineMs?: number } = {},
-): {
+export function createTestInterceptors(options: TestInterceptorOptions = {}): {
   interceptors: Interceptor[];
   logs: LogSink;
   registry: Registry;
@@ -22,6 +28,7 @@ export function createTestInterceptors(
     logger: createLogger({ service: "test", level: "debug", destination: logs.stream }),
     metrics: createRpcMetrics(registry),
     verifier: options.verifier,
+    ...(options.publicMethods === undefined ? {} : { publicMethods: options.publicMethods }),
     maxDeadlineMs: options.maxDeadlineMs ?? 30_000,
   });
   return { interceptors, logs, registry };
@@ -33,7 +40,7 @@ export function createTestInterceptors(
  */
 export function createTestTransport(
   routes: Routes,
-  options: { verifier?: TokenVerifier; maxDeadlineMs?: number } = {},
+  options: TestInterceptorOptions = {},
 ): { transport: Transport; logs: LogSink; registry: Registry } {
   const { interceptors, logs, registry } = createTestInterceptors(options);
   return { transport: createRouterTransport(routes, { router: { interceptors } }), logs, registry };

@@ -1,5 +1,11 @@
 import { randomBytes, randomUUID } from "node:crypto";
-import { type CallOptions, type Client, createClient } from "@connectrpc/connect";
+import {
+  type CallOptions,
+  type Client,
+  Code,
+  ConnectError,
+  createClient,
+} from "@connectrpc/connect";
 import { createGrpcTransport } from "@connectrpc/connect-node";
 import { startCatalog } from "@meshmart/catalog";
 import { catalogConfigSchema } from "@meshmart/catalog/config";
@@ -268,6 +274,9 @@ export async function startMesh(label: string): Promise<Mesh> {
   }
 }
 
+/** SAGA_STEP_TIMEOUT_MS of the orders tests start: the deadline of each saga step's call. */
+export const STEP_TIMEOUT_MS = 2_000;
+
 /** The environment orders' `main` would see for this mesh, on port 0 everywhere. */
 export function ordersEnv(
   mesh: Mesh,
@@ -293,7 +302,7 @@ export function ordersEnv(
     SAGA_POLL_MS: "100",
     SAGA_RETRY_BASE_MS: "50",
     SAGA_RETRY_MAX_MS: "400",
-    SAGA_STEP_TIMEOUT_MS: "2000",
+    SAGA_STEP_TIMEOUT_MS: String(STEP_TIMEOUT_MS),
     SAGA_LEASE_MS: "3000",
     SAGA_MAX_ATTEMPTS: "1000",
     ...extra,
@@ -368,6 +377,93 @@ export async function waitForTerminal(
       throw new Error(`order ${orderId} still ${order?.status} after ${timeoutMs} ms`);
     }
     await new Promise((resolve) => setTimeout(resolve, 50));
+  }
+}
+
+/** An order {@link settleOrders} followed to its end. */
+export interface SettledOrder {
+  order: Order;
+  /** When its terminal state reached the client (epoch ms). */
+  receivedAt: number;
+}
+
+/** A saga as the progress check sees it. */
+interface SagaProgress {
+  id: string;
+  step: string;
+  attempts: number;
+  claimed: boolean;
+  last_error: string | null;
+  idle_ms: number;
+}
+
+/**
+ * Follows each order with WatchOrder until it is terminal, failing as soon as one stops
+ * moving: a PENDING order whose order and saga rows have not changed for `idleLimitMs`
+ * (one query over all of them, every `checkEveryMs`). A run that is slow but moving (a
+ * loaded CI machine) stays green and a stuck order fails fast with its saga in the message,
+ * where one deadline for the whole burst could do neither. Streams instead of polling each
+ * order keep the test's own load on orders small: one read per change, not 20 a second.
+ */
+export async function settleOrders(
+  client: Client<typeof OrderService>,
+  sql: Sql,
+  orders: readonly { id: string; options: CallOptions }[],
+  { idleLimitMs, checkEveryMs = 250 }: { idleLimitMs: number; checkEveryMs?: number },
+): Promise<SettledOrder[]> {
+  const stop = new AbortController();
+  const follow = async ({ id, options }: { id: string; options: CallOptions }) => {
+    for (;;) {
+      let last: Order | undefined;
+      try {
+        for await (const res of client.watchOrder(
+          { orderId: id },
+          { ...options, signal: stop.signal },
+        )) {
+          last = res.order;
+        }
+      } catch (reason) {
+        // The server's deadline (MAX_DEADLINE_MS) may end a long watch: watch again.
+        if (stop.signal.aborted || ConnectError.from(reason).code !== Code.DeadlineExceeded) {
+          throw reason;
+        }
+      }
+      if (last !== undefined && last.status !== OrderStatus.PENDING) {
+        return { order: last, receivedAt: Date.now() };
+      }
+    }
+  };
+  const ids = orders.map((o) => o.id);
+  let stalled: Error | undefined;
+  const monitor = (async () => {
+    while (!stop.signal.aborted) {
+      const pending = await sql<SagaProgress[]>`
+        select o.id, s.step, s.attempts, s.claim_token is not null as claimed, s.last_error,
+          (extract(epoch from now() - greatest(o.updated_at, s.updated_at)) * 1000)::int as idle_ms
+        from orders o join order_sagas s on s.order_id = o.id
+        where o.id in ${sql(ids)} and o.status = 'PENDING'
+        order by idle_ms desc`;
+      const [idlest] = pending;
+      if (idlest !== undefined && idlest.idle_ms > idleLimitMs) {
+        stalled = new Error(
+          `order ${idlest.id} made no progress for ${idlest.idle_ms} ms (limit ${idleLimitMs} ms; ${pending.length} still pending): ${JSON.stringify(idlest)}`,
+        );
+        stop.abort();
+        return;
+      }
+      await new Promise((resolve) => setTimeout(resolve, checkEveryMs));
+    }
+  })().catch((reason: unknown) => {
+    stalled = reason instanceof Error ? reason : new Error(String(reason));
+    stop.abort();
+  });
+  try {
+    return await Promise.all(orders.map(follow));
+  } catch (reason) {
+    throw stalled ?? reason;
+  } finally {
+    stop.abort();
+    await monitor;
   }
 }
 
