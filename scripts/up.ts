@@ -37,6 +37,7 @@ import {
   dependenciesOf,
   entryPoint,
   implementedServices,
+  type LocalSecret,
   listeningPorts,
   meshSettings,
   PUBLIC_SERVICES,
@@ -149,14 +150,17 @@ async function localSettings(spec: ServiceSpec): Promise<Record<string, string>>
   return meshSettings(
     spec.name,
     (name) => known.get(name),
-    (which) =>
-      localSecret(
-        which,
-        which === "identity-kek" ? "IDENTITY_KEY_ENCRYPTION_KEY" : "SAGA_CARD_KEY",
-      ),
+    (which) => localSecret(which, SECRET_VARIABLES[which]),
     process.env,
   );
 }
+
+/** The variable a user sets to supply each local secret themselves. */
+const SECRET_VARIABLES: Record<LocalSecret, string> = {
+  "identity-kek": "IDENTITY_KEY_ENCRYPTION_KEY",
+  "orders-saga-card-key": "SAGA_CARD_KEY",
+  "page-token-key": "PAGE_TOKEN_KEY",
+};
 
 function implemented(name: string): boolean {
   return implementedServices(ROOT).some((s) => s.name === name);

@@ -152,7 +152,7 @@ export function dependenciesOf(name: string): string[] {
 }
 
 /** Keys a local mesh makes up once and keeps (data encrypted under them must stay readable). */
-export type LocalSecret = "identity-kek" | "orders-saga-card-key";
+export type LocalSecret = "identity-kek" | "orders-saga-card-key" | "page-token-key";
 
 /**
  * What a service needs on one machine beyond {@link serviceEnv}'s common settings: the
@@ -177,6 +177,8 @@ export function meshSettings(
   }
   if (name === "identity") settings.IDENTITY_KEY_ENCRYPTION_KEY = secret("identity-kek");
   if (name === "orders") settings.SAGA_CARD_KEY = secret("orders-saga-card-key");
+  // One key for the local mesh: a token also names its listing, so sharing it is safe.
+  settings.PAGE_TOKEN_KEY = secret("page-token-key");
   // Every demo product starts with stock, so orders placed right after start succeed.
   if (name === "inventory") {
     settings.INITIAL_STOCK_ON_PRODUCT_CREATED = env.INITIAL_STOCK_ON_PRODUCT_CREATED ?? "100";

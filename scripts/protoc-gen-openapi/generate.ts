@@ -522,6 +522,15 @@ interface PathVar {
   pattern: string | undefined;
 }
 
+/**
+ * A path variable bound to a nested field (`{product.id}`) is named `product_id` in the
+ * document: one name per path whatever the method (PATCH and GET of /v1/products/{…} share
+ * a path item), and tools that treat `{a.b}` as attribute access (schemathesis) read it.
+ */
+function pathParamName(fieldPath: string): string {
+  return fieldPath.replaceAll(".", "_");
+}
+
 /** `/v1/{name=shelves/*}/books:get` → OpenAPI path `/v1/{name}/books:get` and its variables. */
 function parsePath(template: string): { path: string; vars: PathVar[] } {
   const vars: PathVar[] = [];
@@ -529,7 +538,7 @@ function parsePath(template: string): { path: string; vars: PathVar[] } {
     /\{([^}=]+)(?:=([^}]*))?\}/g,
     (_all, name: string, pat?: string) => {
       vars.push({ fieldPath: name, pattern: pat });
-      return `{${name}}`;
+      return `{${pathParamName(name)}}`;
     },
   );
   return { path, vars };
@@ -695,7 +704,10 @@ function operation(
     if (v.pattern !== undefined && v.pattern !== "*") {
       desc = `${desc}${desc === "" ? "" : "\n\n"}Matches the path pattern \`${v.pattern}\`.`;
     }
-    const param: Json = { name: v.fieldPath, in: "path" };
+    if (v.fieldPath.includes(".")) {
+      desc = `${desc}${desc === "" ? "" : "\n\n"}Sets \`${v.fieldPath}\` in the request body.`;
+    }
+    const param: Json = { name: pathParamName(v.fieldPath), in: "path" };
     if (desc !== "") param.description = desc;
     param.required = true;
     param.schema = { ...schemas.fieldSchema(f, "request"), ...rules.schema };

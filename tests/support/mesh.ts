@@ -95,6 +95,7 @@ export async function startMesh(options: MeshOptions): Promise<Mesh> {
   const secrets = {
     "identity-kek": randomBytes(32).toString("base64"),
     "orders-saga-card-key": randomBytes(32).toString("base64"),
+    "page-token-key": randomBytes(32).toString("base64"),
   };
   const ports = new Map<string, ServicePorts>();
   for (const spec of specs) {
