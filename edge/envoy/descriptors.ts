@@ -5,11 +5,12 @@
  *  - Envoy's API (bootstrap + the extensions we reference), compiled by buf from the protos that
  *    ship inside @grpc/grpc-js-xds, cached in .build/ keyed by package version + file list.
  * Nothing third-party is copied into the repo: the Envoy protos are read from node_modules, and
- * the one patched file (see PGV_PATCH) lives only in a temporary directory.
+ * the patched files (see patchValidateProto, patchLocalRateLimitProto) live only in a temporary directory.
  */
 import { execFileSync } from "node:child_process";
 import { createHash } from "node:crypto";
 import {
+  cpSync,
   existsSync,
   mkdirSync,
   mkdtempSync,
@@ -68,12 +69,38 @@ function patchValidateProto(text: string): string {
   );
 }
 
+const LOCAL_RATE_LIMIT_PROTO =
+  "envoy/extensions/filters/http/local_ratelimit/v3/local_rate_limit.proto";
+
+/**
+ * The Envoy protos shipped in grpc-js-xds predate two LocalRateLimit fields Envoy 1.40 has and
+ * the edge uses for its per-client buckets: `rate_limits` (17: descriptors built by the filter
+ * itself, after jwt_authn) and `max_dynamic_descriptors` (18: the cap on per-client buckets).
+ * The temp workspace gets a copy with both added, numbered as upstream numbers them; Envoy's
+ * own `--mode validate` (edge/envoy/test) is what vouches for them. Never written to the repo.
+ */
+function patchLocalRateLimitProto(text: string): string {
+  if (/\brate_limits\s*=/.test(text)) return text;
+  const end = text.lastIndexOf("}");
+  return `${text
+    .slice(0, end)
+    .replace(
+      'import "envoy/config/core/v3/base.proto";',
+      'import "envoy/config/core/v3/base.proto";\nimport "envoy/config/route/v3/route_components.proto";',
+    )}  repeated config.route.v3.RateLimit rate_limits = 17;\n  google.protobuf.UInt32Value max_dynamic_descriptors = 18;\n${text.slice(end)}`;
+}
+
+/** Bumped whenever a patch above changes, so the cached registry is rebuilt. */
+const PATCHES_VERSION = "2";
+
 function envoyCacheKey(): string {
   const pkg = JSON.parse(readFileSync(join(XDS_PKG, "package.json"), "utf8")) as {
     version: string;
   };
   return createHash("sha256")
-    .update(`grpc-js-xds@${pkg.version}\n${ENVOY_API_PROTOS.join("\n")}`)
+    .update(
+      `grpc-js-xds@${pkg.version}\npatches ${PATCHES_VERSION}\n${ENVOY_API_PROTOS.join("\n")}`,
+    )
     .digest("hex");
 }
 
@@ -91,7 +118,10 @@ export function envoyApiDescriptorBytes(): Uint8Array {
   const deps = join(XDS_PKG, "deps");
   const work = mkdtempSync(join(tmpdir(), "envoy-api-"));
   try {
-    symlinkSync(join(deps, "envoy-api"), join(work, "envoy-api"));
+    // A copy, not a link: one of its files is patched (6 MB, once per cache key).
+    cpSync(join(deps, "envoy-api"), join(work, "envoy-api"), { recursive: true });
+    const rateLimitProto = join(work, "envoy-api", LOCAL_RATE_LIMIT_PROTO);
+    writeFileSync(rateLimitProto, patchLocalRateLimitProto(readFileSync(rateLimitProto, "utf8")));
     symlinkSync(join(deps, "xds"), join(work, "xds"));
     symlinkSync(join(deps, "googleapis"), join(work, "googleapis"));
     mkdirSync(join(work, "pgv/validate"), { recursive: true });

@@ -39,6 +39,12 @@ export const JWT_PROVIDER = "identity";
 export const JWT_ISSUER = "meshmart-identity";
 export const JWT_AUDIENCE = "meshmart";
 export const JWT_PAYLOAD_HEADER = "x-jwt-payload";
+/**
+ * How long past `exp` the edge still takes a token. Envoy's default is 60 s, but the services
+ * behind it allow none: a token the edge let through would be refused there, without the
+ * edge's `WWW-Authenticate` challenge. (0 would mean "unset", i.e. 60.)
+ */
+export const JWT_CLOCK_SKEW_S = 1;
 /** The verified `sub` claim, set by jwt_authn for the per-user rate limit. */
 export const JWT_SUBJECT_HEADER = "x-jwt-sub";
 export const HEALTH_PATH = "/healthz";
@@ -400,7 +406,7 @@ const CONNECT_STREAM_MESSAGES: Readonly<Record<number, string>> = {
  * status; the length must stay below 0x80 so each prefix byte is one character of the
  * (UTF-8) config string.
  */
-export function connectEndStream(code: number, message: string): string {
+function connectEndStream(code: number, message: string): string {
   const json = JSON.stringify({ error: { code: CONNECT_CODE_NAMES[code], message } });
   const length = Buffer.byteLength(json);
   if (length >= 0x80) throw new Error(`Connect end-stream message too long (${length}): ${json}`);
@@ -409,9 +415,10 @@ export function connectEndStream(code: number, message: string): string {
 
 /**
  * Envoy's own answers (no route, limits, rate limit, no upstream) in the shape the caller's
- * protocol expects: a Connect error for Connect calls, google.rpc.Status JSON for everything
- * else but gRPC (whose local replies are trailers-only statuses already, and which the
- * transcoder turns into REST errors itself).
+ * protocol expects: an end-of-stream message in a 200 for Connect streams, a Connect error
+ * for Connect unary calls (POST or GET), google.rpc.Status JSON for everything else but gRPC
+ * (whose local replies are trailers-only statuses already, and which the transcoder turns
+ * into REST errors itself). gRPC-Web's are made by its filter from the HTTP status.
  */
 function localReplyConfig() {
   const statusIs = (op: "EQ" | "GE", status: number) => ({
@@ -426,7 +433,11 @@ function localReplyConfig() {
         { header_filter: { header: { name: "connect-protocol-version", present_match: true } } },
         {
           header_filter: {
-            header: { name: ":path", string_match: { safe_regex: { regex: "[?&]connect=v1(&|$)" } } },
+            header: {
+              name: ":path",
+              // Envoy's regex matchers match the whole value.
+              string_match: { safe_regex: { regex: "[^?]*\\?(.*&)?connect=v1(&.*)?" } },
+            },
           },
         },
       ],
@@ -615,8 +626,18 @@ export function buildConfig(
     },
   );
 
+  // Public methods still verify a token that comes along, so a signed-in caller is rate
+  // limited as a user there too (x-jwt-sub); a bad or stale one is no reason to refuse a
+  // public call, and the caller is then treated as anonymous (limited by IP).
+  const optionalToken = {
+    requires_any: {
+      requirements: [{ provider_name: JWT_PROVIDER }, { allow_missing_or_failed: {} }],
+    },
+  };
   const jwtRules: unknown[] = [
-    ...[...PUBLIC_METHODS].sort().map((full) => ({ match: { path: methodPath(full) } })),
+    ...[...PUBLIC_METHODS]
+      .sort()
+      .map((full) => ({ match: { path: methodPath(full) }, requires: optionalToken })),
     ...services.map((s) => ({
       match: { prefix: `/${s.typeName}/` },
       requires: { provider_name: JWT_PROVIDER },
@@ -711,6 +732,7 @@ export function buildConfig(
               async_fetch: {},
               retry_policy: { num_retries: 3 },
             },
+            clock_skew_seconds: JWT_CLOCK_SKEW_S,
             forward: true,
             forward_payload_header: JWT_PAYLOAD_HEADER,
             claim_to_headers: [{ header_name: JWT_SUBJECT_HEADER, claim_name: "sub" }],

@@ -53,6 +53,17 @@ const typeOf = (any: unknown): string => (str(obj(any)["@type"]) ?? "").replace(
 
 let cachedEnvoy: FileRegistry | undefined;
 
+/** `/package.Service/` or `/package.Service/Method`: what gRPC, gRPC-Web and Connect call. */
+const RPC_PATH = /^\/[A-Za-z_][\w]*(\.[A-Za-z_][\w]*)+\/([A-Za-z_][\w]*)?$/;
+
+/** A route that reaches a service by its RPC path. */
+interface RpcRoute {
+  name: string;
+  match: string;
+  /** A `path` match (one method) rather than a `prefix` (a whole service). */
+  exact: boolean;
+}
+
 export function validateEnvoyConfig(yamlText: string, opts: ValidateOptions = {}): ValidateResult {
   const errors: string[] = [];
   let raw: unknown;
@@ -146,6 +157,7 @@ export function validateEnvoyConfig(yamlText: string, opts: ValidateOptions = {}
 
     const rc = obj(hcm.route_config);
     const routePrefixes: string[] = [];
+    const rpcRoutes: RpcRoute[] = [];
     for (const vh of arr(rc.virtual_hosts).map(obj)) {
       const vname = `${where} virtual_host "${str(vh.name) ?? ""}"`;
       checkPerFilter(vh.typed_per_filter_config, vname, names);
@@ -159,6 +171,9 @@ export function validateEnvoyConfig(yamlText: string, opts: ValidateOptions = {}
         const m = obj(r.match);
         const p = str(m.prefix) ?? str(m.path);
         if (p !== undefined) routePrefixes.push(p);
+        if (p !== undefined && RPC_PATH.test(p) && str(action.cluster) !== undefined) {
+          rpcRoutes.push({ name: rname, match: p, exact: str(m.path) !== undefined });
+        }
       }
     }
 
@@ -166,7 +181,7 @@ export function validateEnvoyConfig(yamlText: string, opts: ValidateOptions = {}
       const tc = obj(f.typed_config);
       const fname = `${where} filter "${str(f.name) ?? ""}"`;
       if (typeOf(tc) === T.transcoder) checkTranscoder(tc, fname, routePrefixes);
-      if (typeOf(tc) === T.jwt) checkJwt(tc, fname);
+      if (typeOf(tc) === T.jwt) checkJwt(tc, fname, rpcRoutes);
     }
   }
 
@@ -202,7 +217,14 @@ export function validateEnvoyConfig(yamlText: string, opts: ValidateOptions = {}
     }
   }
 
-  function checkJwt(tc: Obj, where: string): void {
+  /** Whether a requirement is met by a call without a (valid) token. */
+  function lets(req: unknown): boolean {
+    const r = obj(req);
+    if (isObj(r.allow_missing) || isObj(r.allow_missing_or_failed)) return true;
+    return arr(obj(r.requires_any).requirements).some(lets);
+  }
+
+  function checkJwt(tc: Obj, where: string, rpcRoutes: RpcRoute[]): void {
     const providers = obj(tc.providers);
     for (const [pname, p] of Object.entries(providers)) {
       const jwks = obj(obj(p).remote_jwks);
@@ -231,14 +253,32 @@ export function validateEnvoyConfig(yamlText: string, opts: ValidateOptions = {}
       if (rn !== undefined && !reqNames.has(rn))
         errors.push(`${at}: requirement_name "${rn}" is not in requirement_map`);
     });
-    const last = rules[rules.length - 1];
-    if (
-      rules.length > 0 &&
-      !(str(obj(last?.match).prefix) === "/" && (last?.requires || last?.requirement_name))
-    ) {
-      errors.push(
-        `${where}: the last jwt rule must be a catch-all (prefix "/") that requires a token (deny by default)`,
-      );
+    // Deny by default: every route to a service is covered by a rule that requires a token,
+    // but for the methods a rule names exactly and leaves open (the public ones). The rest of
+    // the edge (storefront, /openapi.json, /healthz) is public on purpose, so there is no
+    // catch-all rule to look for.
+    const requiring = (r: Obj) =>
+      (r.requires !== undefined && !lets(r.requires)) || r.requirement_name !== undefined;
+    for (const route of rpcRoutes) {
+      const first = rules.find((r) => {
+        const m = obj(r.match);
+        const prefix = str(m.prefix);
+        if (prefix !== undefined) return route.match.startsWith(prefix);
+        return route.exact && str(m.path) === route.match;
+      });
+      if (first === undefined) {
+        errors.push(
+          `${route.name}: no jwt rule covers ${route.match}, so it needs no token (deny by default)`,
+        );
+      }
+    }
+    for (const rule of rules) {
+      const m = obj(rule.match);
+      if (!requiring(rule) && str(m.path) === undefined) {
+        errors.push(
+          `${where}: a rule that lets calls without a token through must name one method by path, not ${JSON.stringify(rule.match)}`,
+        );
+      }
     }
   }
 

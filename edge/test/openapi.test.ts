@@ -1,19 +1,16 @@
 /**
  * The committed OpenAPI document: valid OpenAPI 3.1, not stale against proto/, and the
- * bindings the REST contract relies on.
+ * bindings the REST contract relies on; and the same bytes as Envoy serves them.
  */
-
 import assert from "node:assert/strict";
 import { execFileSync } from "node:child_process";
 import { mkdtempSync, readFileSync, rmSync } from "node:fs";
-import { createServer } from "node:http";
-import type { AddressInfo } from "node:net";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { after, before, describe, it } from "node:test";
 import { fileURLToPath } from "node:url";
 import { Validator } from "@seriousme/openapi-schema-validator";
-import { loadOpenApi, openApiHandler } from "../src/openapi.js";
+import { startTestEdge, type TestEdge } from "../../tests/support/envoy-edge.js";
 
 const ROOT = fileURLToPath(new URL("../..", import.meta.url));
 const DOC_PATH = join(ROOT, "edge/openapi/meshmart.openapi.json");
@@ -121,26 +118,30 @@ describe("OpenAPI document", () => {
   });
 });
 
-describe("openApiHandler", () => {
-  const server = createServer((_req, res) => {
-    openApiHandler(res).catch(() => {
-      res.statusCode = 500;
-      res.end();
-    });
-  });
-  let url = "";
+describe("/openapi.json through Envoy", () => {
+  let edge: TestEdge;
   before(async () => {
-    await new Promise<void>((resolve) => server.listen(0, "127.0.0.1", resolve));
-    url = `http://127.0.0.1:${(server.address() as AddressInfo).port}/openapi.json`;
+    // No services: Envoy answers /openapi.json itself, from the file it is configured with.
+    edge = await startTestEdge({ services: new Map() });
   });
-  after(() => new Promise<void>((resolve) => server.close(() => resolve())));
+  after(() => edge?.close());
 
-  it("serves the committed document as JSON with cache-control", async () => {
-    assert.equal(await loadOpenApi(), text);
-    const res = await fetch(url);
+  it("serves the committed bytes as JSON with cache-control; HEAD gives the head", async () => {
+    const res = await fetch(`${edge.url}/openapi.json`);
     assert.equal(res.status, 200);
-    assert.match(res.headers.get("content-type") ?? "", /^application\/json/);
+    assert.equal(res.headers.get("content-type"), "application/json");
     assert.match(res.headers.get("cache-control") ?? "", /max-age=\d+/);
+    assert.equal(res.headers.get("server"), "envoy");
     assert.equal(await res.text(), text);
+    const head = await fetch(`${edge.url}/openapi.json`, { method: "HEAD" });
+    assert.equal(head.status, 200);
+    assert.equal(Number(head.headers.get("content-length")), Buffer.byteLength(text));
+    assert.equal(await head.text(), "");
+  });
+
+  it("only GET and HEAD: anything else is the edge's 404 JSON", async () => {
+    const res = await fetch(`${edge.url}/openapi.json`, { method: "POST", body: "{}" });
+    assert.equal(res.status, 404);
+    assert.deepEqual(await res.json(), { code: 5, message: "not found" });
   });
 });

@@ -1,9 +1,10 @@
 /**
  * The storefront in a real browser: Debian's chromium driven by playwright-core, against
- * the whole mesh (every service its own process) behind the edge, which serves the site
- * built from web/ and proxies its Connect calls. Browse, sign up, buy with the good card
- * and watch the order turn CONFIRMED live (WatchOrder), buy with a declined card and see
- * CANCELLED with the reason. Screenshots go to test-results/.
+ * the whole mesh (every service its own process) behind the Envoy edge, which routes the
+ * site built from web/ to its static server (web/server) and passes its Connect calls
+ * through. Browse, sign up, buy with the good card and watch the order turn CONFIRMED live
+ * (WatchOrder), buy with a declined card and see CANCELLED with the reason. Screenshots go
+ * to test-results/.
  */
 import assert from "node:assert/strict";
 import { randomUUID } from "node:crypto";
@@ -170,7 +171,7 @@ describe("storefront in chromium", { skip, timeout: 120_000 }, () => {
       await page.getByLabel("Quantity").fill("2");
       await page.getByRole("button", { name: "Add to cart" }).click();
       await page.locator(".site-header .count").filter({ hasText: "2" }).waitFor();
-      // A deep link and a reload land on the same page (the edge's index.html fallback).
+      // A deep link and a reload land on the same page (the site server's index.html fallback).
       await page.reload();
       await page.getByRole("heading", { level: 1, name: "Matcha Ceremonial Grade" }).waitFor();
       await page.locator(".site-header .count").filter({ hasText: "2" }).waitFor();

@@ -1,8 +1,9 @@
 /**
- * The storefront served by the edge (EDGE_STATIC_DIR): files with their types and caching,
- * index.html for client routes, nothing outside the directory, and never in the way of the
- * API: REST, Connect/gRPC-Web paths, /openapi.json, /readyz, /healthz keep their answers
- * even when the site holds files of those names.
+ * The storefront behind the real Envoy edge: its static server (web/server) serves the
+ * files with their types and caching, index.html for client routes, nothing outside the
+ * directory; Envoy routes only GET and HEAD of paths the API does not own to it, so REST,
+ * Connect/gRPC-Web paths, /openapi.json and /healthz keep their answers even when the site
+ * holds files of those names.
  */
 import assert from "node:assert/strict";
 import { mkdirSync, mkdtempSync, rmSync, symlinkSync, writeFileSync } from "node:fs";
@@ -11,8 +12,9 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { after, before, describe, test } from "node:test";
 import { gunzipSync } from "node:zlib";
-import { edgeConfigSchema, type RunningEdge, startEdge } from "../src/server.js";
-import { isReservedPath } from "../src/static-site.js";
+import { startTestEdge, type TestEdge } from "../../../tests/support/envoy-edge.js";
+import { type StaticServer, startStaticServer } from "../static-server.js";
+import { isReservedPath } from "../static-site.js";
 
 const INDEX =
   '<!doctype html><title>shop</title><script type="module" src="/assets/app-4f2a.js"></script>';
@@ -59,12 +61,15 @@ function call(
 }
 
 const isHtml = (a: Answer) => String(a.headers["content-type"]).startsWith("text/html");
+/** An error of the edge's (or the site server's) own: google.rpc.Status or Connect JSON. */
+const isJsonError = (a: Answer) =>
+  a.headers["content-type"] === "application/json" && "code" in JSON.parse(a.body.toString());
 
-describe("the storefront served by the edge", () => {
+describe("the storefront behind Envoy", { timeout: 60_000 }, () => {
   let dir: string;
   let site: string;
-  let edge: RunningEdge;
-  let bare: RunningEdge;
+  let storefront: StaticServer;
+  let edge: TestEdge;
 
   before(async () => {
     dir = mkdtempSync(join(tmpdir(), "edge-static-"));
@@ -85,16 +90,14 @@ describe("the storefront served by the edge", () => {
     writeFileSync(join(site, "meshmart.catalog.v1.CatalogService", "ListProducts"), "static rpc");
     writeFileSync(join(dir, "secret.txt"), "outside the site");
     symlinkSync(join(dir, "secret.txt"), join(site, "assets", "link.txt"));
-    const config = (extra: Record<string, string>) =>
-      edgeConfigSchema.parse({ EDGE_PORT: "0", LOG_LEVEL: "silent", ...extra });
-    [edge, bare] = await Promise.all([
-      startEdge(config({ EDGE_STATIC_DIR: site })),
-      startEdge(config({})),
-    ]);
+    storefront = await startStaticServer({ dir: site, port: 0 });
+    // No services: API paths get the edge's answers for absent upstreams.
+    edge = await startTestEdge({ services: new Map(), storefrontPort: storefront.port });
   });
 
   after(async () => {
-    await Promise.all([edge?.close(), bare?.close()]);
+    await edge?.close();
+    await storefront?.close();
     rmSync(dir, { recursive: true, force: true });
   });
 
@@ -179,28 +182,29 @@ describe("the storefront served by the edge", () => {
 
   test("the API is never shadowed by the site", async () => {
     const health = await call(edge.url, "/healthz");
-    assert.deepEqual(JSON.parse(health.body.toString()), { status: "ok" });
+    assert.equal(health.status, 200);
+    assert.equal(health.body.length, 0, "Envoy's health check, not the file");
     const ready = await call(edge.url, "/readyz");
-    assert.equal(ready.headers["content-type"], "application/json");
     assert.ok(!ready.body.toString().includes("static"));
+    assert.ok(isJsonError(ready));
     const openapi = await call(edge.url, "/openapi.json");
     assert.equal(openapi.status, 200);
     assert.ok("openapi" in JSON.parse(openapi.body.toString()));
-    // A REST route whose upstream is down: the edge's JSON error, not the file nor the app.
+    // A REST route whose upstream is absent: the edge's JSON error, not the file nor the app.
     const products = await call(edge.url, "/v1/products");
     assert.equal(products.status, 503);
-    assert.equal(products.headers["content-type"], "application/json");
-    const unknown = await call(edge.url, "/v1/nothing-here");
-    assert.equal(unknown.status, 404);
-    assert.equal(unknown.headers["content-type"], "application/json");
-    const jwks = await call(edge.url, "/.well-known/other");
-    assert.equal(jwks.status, 404);
-    assert.ok(!isHtml(jwks));
-    // An RPC path: GET without Connect headers is no site page either.
+    assert.ok(isJsonError(products));
+    for (const path of ["/v1/nothing-here", "/v2/products", "/V1/products", "/.well-known/other"]) {
+      const unknown = await call(edge.url, path);
+      assert.equal(unknown.status, 404, path);
+      assert.ok(isJsonError(unknown), path);
+    }
+    // An RPC path: a GET is a Connect GET (here without an upstream), never a site page.
     const rpcGet = await call(edge.url, "/meshmart.catalog.v1.CatalogService/ListProducts");
-    assert.equal(rpcGet.status, 404);
+    assert.equal(rpcGet.status, 503);
     assert.ok(!rpcGet.body.toString().includes("static rpc"));
-    // A Connect call goes to the upstream (here none is configured: Unavailable, in Connect).
+    assert.ok(isJsonError(rpcGet));
+    // A Connect call goes to the upstream (absent: Unavailable, in Connect's terms).
     const rpc = await call(edge.url, "/meshmart.catalog.v1.CatalogService/ListProducts", {
       method: "POST",
       headers: { "content-type": "application/json", "connect-protocol-version": "1" },
@@ -209,10 +213,11 @@ describe("the storefront served by the edge", () => {
     assert.equal(JSON.parse(rpc.body.toString()).code, "unavailable");
     const grpcHealth = await call(edge.url, "/grpc.health.v1.Health/Check");
     assert.ok(!isHtml(grpcHealth));
-    // Only GET and HEAD: a POST to a client route is the edge's 404.
+    assert.notEqual(grpcHealth.status, 200);
+    // Only GET and HEAD reach the site: a POST to a client route is the edge's 404 JSON.
     const post = await call(edge.url, "/cart", { method: "POST" });
     assert.equal(post.status, 404);
-    assert.ok(!isHtml(post));
+    assert.deepEqual(JSON.parse(post.body.toString()), { code: 5, message: "not found" });
   });
 
   test("isReservedPath names the API's paths only", () => {
@@ -233,23 +238,23 @@ describe("the storefront served by the edge", () => {
     }
   });
 
-  test("without EDGE_STATIC_DIR there is no site", async () => {
-    const res = await call(bare.url, "/");
-    assert.equal(res.status, 404);
-    assert.equal(res.headers["content-type"], "application/json");
-  });
-
   test("a directory without index.html fails the start with a clear message", async () => {
     const empty = mkdtempSync(join(tmpdir(), "edge-static-empty-"));
     try {
       await assert.rejects(
-        startEdge(
-          edgeConfigSchema.parse({ EDGE_PORT: "0", LOG_LEVEL: "silent", EDGE_STATIC_DIR: empty }),
-        ),
+        startStaticServer({ dir: empty, port: 0 }),
         /has no index\.html: build the storefront first/,
       );
     } finally {
       rmSync(empty, { recursive: true, force: true });
     }
+  });
+
+  test("with the site's server down, / is the edge's 503 JSON and the API still answers", async () => {
+    await storefront.close();
+    const res = await call(edge.url, "/");
+    assert.equal(res.status, 503);
+    assert.ok(isJsonError(res));
+    assert.equal((await call(edge.url, "/openapi.json")).status, 200);
   });
 });
