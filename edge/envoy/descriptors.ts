@@ -54,6 +54,7 @@ export const ENVOY_API_PROTOS: readonly string[] = [
   "envoy/extensions/access_loggers/file/v3/file.proto",
   "envoy/extensions/upstreams/http/v3/http_protocol_options.proto",
   "envoy/extensions/request_id/uuid/v3/uuid.proto",
+  "envoy/extensions/resource_monitors/downstream_connections/v3/downstream_connections.proto",
 ];
 
 /**

@@ -53,6 +53,8 @@ export const ORIGINAL_METHOD_HEADER = "x-edge-original-method";
 export const OPENAPI_PATH = "/openapi.json";
 /** Request headers larger than this are refused with 431. */
 export const MAX_REQUEST_HEADERS_KB = 32;
+/** Open client connections one edge replica accepts; more are refused at accept. */
+export const MAX_DOWNSTREAM_CONNECTIONS = 50_000;
 /** A REST request body larger than this is refused with 413. */
 export const MAX_REQUEST_BODY_BYTES = 1024 * 1024;
 
@@ -846,6 +848,19 @@ export function buildConfig(
       address: {
         socket_address: { address: target.admin.address, port_value: target.admin.port },
       },
+    },
+    // A bound on open client connections, so a flood of them cannot exhaust the edge's
+    // memory or file descriptors (Envoy warns at start when there is none).
+    overload_manager: {
+      resource_monitors: [
+        {
+          name: "envoy.resource_monitors.global_downstream_max_connections",
+          typed_config: any(
+            "envoy.extensions.resource_monitors.downstream_connections.v3.DownstreamConnectionsConfig",
+            { max_active_downstream_connections: MAX_DOWNSTREAM_CONNECTIONS },
+          ),
+        },
+      ],
     },
     static_resources: {
       listeners: [
