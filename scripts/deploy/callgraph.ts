@@ -1,7 +1,8 @@
 /**
- * Loads deploy/callgraph.yaml, the single declaration of who calls which gRPC methods, and
- * checks it against the contracts: every service's methods are all classified, every call
- * names a real method, `public` expands to the methods with a google.api.http rule.
+ * Loads deploy/callgraph.yaml, the single declaration of who calls which gRPC methods (and
+ * who may fetch the storefront), and checks it against the contracts: every service's
+ * methods are all classified, every call names a real method, `public` expands to the
+ * methods with a google.api.http rule.
  */
 import { readFileSync } from "node:fs";
 import { dirname, join, resolve } from "node:path";
@@ -40,6 +41,7 @@ const methodSpec = z.strictObject({
   streaming: z.boolean().optional(),
 });
 const dataStore = z.enum(["postgres", "redis", "nats"]);
+const portName = z.enum(["grpc", "http"]);
 const serviceSpec = z.strictObject({
   grpcService: z.string().regex(/^meshmart\.[a-z0-9_]+\.v[0-9]+\.[A-Za-z]+$/),
   uses: z.array(dataStore),
@@ -60,7 +62,20 @@ const graphSchema = z.strictObject({
   services: z.record(name, serviceSpec),
   edge: z.strictObject({
     port: z.number().int(),
+    // grpc always: REST is transcoded to gRPC. http (Connect) is the choice.
+    ports: z
+      .array(portName)
+      .refine(
+        (p) => p.includes("grpc"),
+        "edge.ports must include grpc (REST is transcoded to gRPC)",
+      ),
     calls: z.record(name, z.union([z.literal("public"), z.array(z.string())])),
+  }),
+  storefront: z.strictObject({
+    port: z.number().int(),
+    callers: z.array(name).min(1),
+    // A static file server: reads only.
+    methods: z.array(z.enum(["GET", "HEAD"])).min(1),
   }),
   jwks: z.strictObject({
     service: name,
@@ -73,6 +88,8 @@ const graphSchema = z.strictObject({
 export type RawCallGraph = z.infer<typeof graphSchema>;
 export type MethodSpec = z.infer<typeof methodSpec>;
 export type DataStore = z.infer<typeof dataStore>;
+/** A named port of every service pod (`ports` in the graph). */
+export type PortName = z.infer<typeof portName>;
 
 /** One service of the graph, with its methods resolved against the descriptors. */
 export interface GraphService {
@@ -94,12 +111,20 @@ export interface CallGraph {
   dataNamespace: string;
   ports: RawCallGraph["ports"];
   services: ReadonlyMap<string, GraphService>;
-  edge: { port: number; calls: ReadonlyMap<string, readonly string[]> };
+  edge: {
+    port: number;
+    /** The callees' ports the edge calls its methods on (each of them, the same methods). */
+    ports: readonly PortName[];
+    calls: ReadonlyMap<string, readonly string[]>;
+  };
+  storefront: { port: number; callers: readonly string[]; methods: readonly string[] };
   jwks: RawCallGraph["jwks"];
 }
 
 /** The name the edge has as a caller (its service account and workload label). */
 export const EDGE = "edge";
+/** The storefront's workload, Service and service account name. */
+export const STOREFRONT = "storefront";
 
 /** Reads and checks deploy/callgraph.yaml (or `text`). Throws listing the first problem. */
 export function loadCallGraph(text: string = readFileSync(CALLGRAPH_FILE, "utf8")): CallGraph {
@@ -170,6 +195,14 @@ export function resolveCallGraph(raw: RawCallGraph): CallGraph {
     checkCall(services, EDGE, callee, list);
     edgeCalls.set(callee, list);
   }
+  for (const reserved of [EDGE, STOREFRONT]) {
+    if (services.has(reserved))
+      throw new Error(`${reserved} is a workload of its own, not a service`);
+  }
+  for (const caller of raw.storefront.callers) {
+    if (caller !== EDGE && !services.has(caller))
+      throw new Error(`storefront caller ${caller} unknown`);
+  }
   if (!services.has(raw.jwks.service)) throw new Error(`jwks.service ${raw.jwks.service} unknown`);
   for (const caller of raw.jwks.callers) {
     if (caller !== EDGE && !services.has(caller)) throw new Error(`jwks caller ${caller} unknown`);
@@ -179,7 +212,8 @@ export function resolveCallGraph(raw: RawCallGraph): CallGraph {
     dataNamespace: raw.dataNamespace,
     ports: raw.ports,
     services,
-    edge: { port: raw.edge.port, calls: edgeCalls },
+    edge: { port: raw.edge.port, ports: [...new Set(raw.edge.ports)], calls: edgeCalls },
+    storefront: raw.storefront,
     jwks: raw.jwks,
   };
 }
@@ -206,6 +240,18 @@ export function publicMethods(grpcService: string): string[] {
   return desc.methods.filter((m) => hasOption(m, http)).map((m) => m.name);
 }
 
+/**
+ * Methods of `grpcService` whose proto says idempotency_level NO_SIDE_EFFECTS: the ones a
+ * Connect client may call with GET (Connect servers refuse GET for the others).
+ */
+export function readOnlyMethods(grpcService: string): string[] {
+  const desc = SERVICE_DESCRIPTORS.get(grpcService);
+  if (desc === undefined) throw new Error(`unknown gRPC service ${grpcService}`);
+  return desc.methods
+    .filter((m) => m.idempotency === MethodOptions_IdempotencyLevel.NO_SIDE_EFFECTS)
+    .map((m) => m.name);
+}
+
 /** The gRPC path of a method: `/meshmart.catalog.v1.CatalogService/GetProduct`. */
 export function methodPath(grpcService: string, method: string): string {
   return `/${grpcService}/${method}`;
@@ -221,6 +267,16 @@ export function callersOf(graph: CallGraph, callee: string): Map<string, readonl
   const fromEdge = graph.edge.calls.get(callee);
   if (fromEdge !== undefined) out.set(EDGE, fromEdge);
   return out;
+}
+
+/** The port numbers the edge calls its callees' methods on. */
+export function edgePorts(graph: CallGraph): number[] {
+  return graph.edge.ports.map((p) => graph.ports[p]);
+}
+
+/** Whether `caller` may fetch the storefront. */
+export function fetchesStorefront(graph: CallGraph, caller: string): boolean {
+  return graph.storefront.callers.includes(caller);
 }
 
 /** The workloads `caller` sends gRPC to. */

@@ -11,12 +11,18 @@ import {
   calleesOf,
   callersOf,
   EDGE,
+  edgePorts,
+  fetchesStorefront,
   methodPath,
   principal,
+  readOnlyMethods,
+  STOREFRONT,
   serviceHost,
 } from "./callgraph.js";
 import {
+  DATA_PORTS,
   INGRESS,
+  ISTIO_AGENT_PORT,
   type K8sObject,
   MONITORING_NAMESPACE,
   RETRY_ON,
@@ -205,9 +211,10 @@ const ALLOWED_RETRY_ON = new Set(RETRY_ON.split(","));
 
 /**
  * Routes of the services' VirtualServices: each method of the graph has its own route with
- * a timeout; a method that is not idempotent, and every route that is not one method,
- * says retries.attempts 0 (Istio retries by default); retries elsewhere are bounded, have
- * a perTryTimeout and retry only on unavailable/reset/connect-failure.
+ * a timeout on the gRPC port, and so does each method the edge calls on the Connect port;
+ * a method that is not idempotent, and every route that is not one method, says
+ * retries.attempts 0 (Istio retries by default); retries elsewhere are bounded, have a
+ * perTryTimeout and retry only on unavailable/reset/connect-failure.
  */
 export function checkRetries(objects: readonly K8sObject[], graph: CallGraph): string[] {
   const out: string[] = [];
@@ -227,9 +234,9 @@ export function checkRetries(objects: readonly K8sObject[], graph: CallGraph): s
         const m = [...svc.methods.keys()].find((name) => methodPath(svc.grpcService, name) === p);
         return m === undefined ? [] : [m];
       });
-      methods.forEach((m) => {
-        routed.add(m);
-      });
+      // A match without a port matches both.
+      const matchPorts = arr(route.match).map((m) => get(m, "port") ?? "any");
+      for (const m of methods) for (const port of matchPorts) routed.add(`${port} ${m}`);
       const specs = methods.map((m) => svc.methods.get(m));
       const idempotent = specs.length > 0 && specs.every((s) => s?.idempotent === true);
       const streaming = specs.some((s) => s?.streaming === true);
@@ -261,35 +268,60 @@ export function checkRetries(objects: readonly K8sObject[], graph: CallGraph): s
         }
       }
     }
+    const routedOn = (port: number, m: string) =>
+      routed.has(`${port} ${m}`) || routed.has(`any ${m}`);
     for (const m of svc.methods.keys()) {
-      if (!routed.has(m)) out.push(`${svc.name}: method ${m} has no route (timeout, retries)`);
+      if (!routedOn(graph.ports.grpc, m))
+        out.push(`${svc.name}: method ${m} has no route (timeout, retries)`);
+    }
+    // The edge's Connect calls: without their own route they would get the catch-all's.
+    if (graph.edge.ports.includes("http")) {
+      for (const m of graph.edge.calls.get(svc.name) ?? []) {
+        if (!routedOn(graph.ports.http, m))
+          out.push(
+            `${svc.name}: method ${m} has no route on the Connect port ${graph.ports.http} (timeout, retries)`,
+          );
+      }
     }
   }
   return out;
 }
 
-/** What the graph allows, as `principal port path` triples (path "*" = any on that port). */
+/**
+ * What the graph allows, per workload, as `source port method path` (source a principal or
+ * `ns:<namespace>`; method or path "*" = any).
+ */
 export function allowedAccess(graph: CallGraph): Map<string, Set<string>> {
   const allowed = new Map<string, Set<string>>();
-  const add = (workload: string, p: string, port: number, path: string) => {
+  const add = (workload: string, p: string, port: number, method: string, path: string) => {
     const set = allowed.get(workload) ?? new Set<string>();
-    set.add(`${p} ${port} ${path}`);
+    set.add(`${p} ${port} ${method} ${path}`);
     allowed.set(workload, set);
   };
   const ns = graph.namespace;
+  const { grpc, http, admin } = graph.ports;
   for (const svc of graph.services.values()) {
     for (const [caller, methods] of callersOf(graph, svc.name)) {
-      for (const m of methods)
-        add(svc.name, principal(ns, caller), graph.ports.grpc, methodPath(svc.grpcService, m));
+      const p = principal(ns, caller);
+      for (const m of methods) add(svc.name, p, grpc, "POST", methodPath(svc.grpcService, m));
+      if (caller !== EDGE || !graph.edge.ports.includes("http")) continue;
+      // Connect: POST, and GET for the read-only methods (which a Connect server takes).
+      for (const m of methods) add(svc.name, p, http, "POST", methodPath(svc.grpcService, m));
+      for (const m of readOnlyMethods(svc.grpcService).filter((r) => methods.includes(r)))
+        add(svc.name, p, http, "GET", methodPath(svc.grpcService, m));
     }
-    add(svc.name, `ns:${MONITORING_NAMESPACE}`, graph.ports.admin, "/metrics");
+    add(svc.name, `ns:${MONITORING_NAMESPACE}`, admin, "GET", "/metrics");
   }
   const jwksCallers = [
     ...graph.jwks.callers.map((c) => principal(ns, c)),
     principal(INGRESS.namespace, INGRESS.serviceAccount),
   ];
-  for (const p of jwksCallers) add(graph.jwks.service, p, graph.ports.http, graph.jwks.path);
-  add(EDGE, principal(INGRESS.namespace, INGRESS.serviceAccount), graph.edge.port, "*");
+  for (const p of jwksCallers) add(graph.jwks.service, p, http, "GET", graph.jwks.path);
+  add(EDGE, principal(INGRESS.namespace, INGRESS.serviceAccount), graph.edge.port, "*", "*");
+  for (const caller of graph.storefront.callers) {
+    for (const method of graph.storefront.methods)
+      add(STOREFRONT, principal(ns, caller), graph.storefront.port, method, "*");
+  }
   return allowed;
 }
 
@@ -334,17 +366,23 @@ export function checkAuthorization(objects: readonly K8sObject[], graph: CallGra
       }
       for (const op of ops) {
         const ports = arr(op.ports).map(String);
+        const methods = op.methods === undefined ? ["*"] : arr(op.methods).map(String);
         const paths = op.paths === undefined ? ["*"] : arr(op.paths).map(String);
         if (ports.length === 0) out.push(`${describe(p)}: an operation must name its ports`);
+        if (Object.keys(op).some((k) => !["ports", "methods", "paths"].includes(k))) {
+          out.push(`${describe(p)}: an operation may say only ports, methods and paths`);
+        }
         for (const src of who) {
           for (const port of ports) {
-            for (const path of paths) {
-              const key = `${src} ${port} ${path}`;
-              mine.add(key);
-              if (!allowed.get(target)?.has(key)) {
-                out.push(
-                  `${describe(p)}: allows ${src} to ${target}:${port}${path === "*" ? " (any path)" : path}, which deploy/callgraph.yaml does not declare`,
-                );
+            for (const method of methods) {
+              for (const path of paths) {
+                const key = `${src} ${port} ${method} ${path}`;
+                mine.add(key);
+                if (!allowed.get(target)?.has(key)) {
+                  out.push(
+                    `${describe(p)}: allows ${src} to ${method === "*" ? "any method" : method} ${target}:${port}${path === "*" ? " (any path)" : path}, which deploy/callgraph.yaml does not declare`,
+                  );
+                }
               }
             }
           }
@@ -361,7 +399,79 @@ export function checkAuthorization(objects: readonly K8sObject[], graph: CallGra
   return out;
 }
 
-/** The NetworkPolicies: default deny in both namespaces; gRPC ingress exactly the graph. */
+/**
+ * What the graph lets through at L3/L4, per workload of the mesh: `in <peer> <port>` and
+ * `out <peer> <port>`, a peer being a workload of the namespace, `ns:<namespace>`, or
+ * `<namespace>/<name>` (a data store). DNS and istiod are the namespace-wide policy's.
+ */
+export function allowedTraffic(graph: CallGraph): Map<string, Set<string>> {
+  const { ports, dataNamespace: dataNs } = graph;
+  const allowed = new Map<string, Set<string>>();
+  const add = (workload: string, dir: "in" | "out", peer: string, port: number) => {
+    const set = allowed.get(workload) ?? new Set<string>();
+    set.add(`${dir} ${peer} ${port}`);
+    allowed.set(workload, set);
+  };
+  for (const name of workloads(graph)) {
+    for (const callee of calleesOf(graph, name)) {
+      for (const port of name === EDGE ? edgePorts(graph) : [ports.grpc]) {
+        add(name, "out", callee, port);
+        add(callee, "in", name, port);
+      }
+    }
+    if (fetchesStorefront(graph, name)) {
+      add(name, "out", STOREFRONT, graph.storefront.port);
+      add(STOREFRONT, "in", name, graph.storefront.port);
+    }
+    if (graph.jwks.callers.includes(name) && name !== graph.jwks.service) {
+      add(name, "out", graph.jwks.service, ports.http);
+      add(graph.jwks.service, "in", name, ports.http);
+    }
+    for (const store of graph.services.get(name)?.uses ?? []) {
+      add(name, "out", `${dataNs}/${store}`, DATA_PORTS[store]);
+    }
+    if (graph.services.has(name)) add(name, "in", `ns:${MONITORING_NAMESPACE}`, ports.admin);
+    add(name, "in", `ns:${MONITORING_NAMESPACE}`, ISTIO_AGENT_PORT);
+  }
+  add(graph.jwks.service, "in", `ns:${INGRESS.namespace}`, ports.http);
+  add(EDGE, "in", `ns:${INGRESS.namespace}`, graph.edge.port);
+  return allowed;
+}
+
+/** A NetworkPolicy peer as allowedTraffic names it, or undefined when it is anything else. */
+function peerName(peer: Obj, namespace: string): string | undefined {
+  const keys = Object.keys(peer).sort().join(",");
+  const pod = obj(get(peer, "podSelector", "matchLabels"));
+  const ns = obj(get(peer, "namespaceSelector", "matchLabels"));
+  const podName = pod["app.kubernetes.io/name"];
+  const nsName = ns["kubernetes.io/metadata.name"];
+  const onlyName = (o: Obj, key: string) =>
+    Object.keys(o).length === 1 && typeof o[key] === "string";
+  const hasExpressions =
+    get(peer, "podSelector", "matchExpressions") !== undefined ||
+    get(peer, "namespaceSelector", "matchExpressions") !== undefined;
+  if (hasExpressions) return undefined;
+  if (keys === "podSelector" && onlyName(pod, "app.kubernetes.io/name")) {
+    return String(podName);
+  }
+  if (keys === "namespaceSelector" && onlyName(ns, "kubernetes.io/metadata.name")) {
+    return `ns:${String(nsName)}`;
+  }
+  if (
+    keys === "namespaceSelector,podSelector" &&
+    onlyName(pod, "app.kubernetes.io/name") &&
+    onlyName(ns, "kubernetes.io/metadata.name")
+  ) {
+    return nsName === namespace ? String(podName) : `${String(nsName)}/${String(podName)}`;
+  }
+  return undefined;
+}
+
+/**
+ * The NetworkPolicies: default deny in both namespaces; per workload of the mesh, ingress
+ * and egress exactly the graph's (every rule names its peers and ports; every pair it
+ * opens is declared, every declared pair is open).
+ */
 export function checkNetworkPolicies(objects: readonly K8sObject[], graph: CallGraph): string[] {
   const out: string[] = [];
   const pols = of(objects, "NetworkPolicy");
@@ -377,46 +487,73 @@ export function checkNetworkPolicies(objects: readonly K8sObject[], graph: CallG
     );
     if (!denies) out.push(`${ns}: no default-deny NetworkPolicy`);
   }
-  for (const name of workloads(graph)) {
-    const pol = pols.find(
-      (p) =>
-        p.metadata.namespace === graph.namespace &&
-        get(p, "spec", "podSelector", "matchLabels", "app.kubernetes.io/name") === name,
-    );
-    if (pol === undefined) {
-      out.push(`${name}: no NetworkPolicy`);
-      continue;
-    }
-    const expected = new Set(callersOf(graph, name).keys());
-    const admitted = new Set<string>();
-    for (const rule of arr(get(pol, "spec", "ingress")).map(obj)) {
-      const ports = arr(rule.ports).map((p) => get(p, "port"));
-      if (!ports.includes(graph.ports.grpc)) continue;
-      for (const peer of arr(rule.from).map(obj)) {
-        const who = get(peer, "podSelector", "matchLabels", "app.kubernetes.io/name");
-        if (
-          typeof who !== "string" ||
-          peer.namespaceSelector !== undefined ||
-          peer.ipBlock !== undefined
-        ) {
+  const allowed = allowedTraffic(graph);
+  const opened = new Map<string, Set<string>>();
+  for (const pol of pols) {
+    if (pol.metadata.namespace !== graph.namespace) continue;
+    const target = get(pol, "spec", "podSelector", "matchLabels", "app.kubernetes.io/name");
+    if (typeof target !== "string") continue; // namespace-wide: default deny, DNS, istiod
+    const mine = opened.get(target) ?? new Set<string>();
+    opened.set(target, mine);
+    for (const [dir, field, peersField] of [
+      ["in", "ingress", "from"],
+      ["out", "egress", "to"],
+    ] as const) {
+      for (const rule of arr(get(pol, "spec", field)).map(obj)) {
+        const peers = arr(rule[peersField]).map(obj);
+        const rulePorts = arr(rule.ports).map((p) => get(p, "port"));
+        if (peers.length === 0 || rulePorts.length === 0) {
           out.push(
-            `${describe(pol)}: gRPC port open to ${JSON.stringify(peer)}, not a workload of the graph`,
+            `${describe(pol)}: an ${field} rule must name its peers and ports (it opens ${peers.length === 0 ? "every peer" : "every port"})`,
           );
           continue;
         }
-        admitted.add(who);
-        if (!expected.has(who))
-          out.push(`${describe(pol)}: admits ${who}, which does not call ${name}`);
+        for (const peer of peers) {
+          const who = peerName(peer, graph.namespace);
+          if (who === undefined) {
+            out.push(
+              `${describe(pol)}: ${field} peer ${JSON.stringify(peer)} is not a workload of the graph`,
+            );
+            continue;
+          }
+          for (const port of rulePorts) {
+            const key = `${dir} ${who} ${String(port)}`;
+            mine.add(key);
+            if (!allowed.get(target)?.has(key)) {
+              out.push(
+                dir === "in"
+                  ? `${describe(pol)}: admits ${who} on port ${String(port)}, which deploy/callgraph.yaml does not declare`
+                  : `${describe(pol)}: lets it reach ${who} on port ${String(port)}, which deploy/callgraph.yaml does not declare`,
+              );
+            }
+          }
+        }
       }
     }
-    for (const caller of expected) {
-      if (!admitted.has(caller)) out.push(`${describe(pol)}: does not admit its caller ${caller}`);
+  }
+  for (const name of workloads(graph)) {
+    const mine = opened.get(name);
+    if (mine === undefined) {
+      out.push(`${name}: no NetworkPolicy`);
+      continue;
+    }
+    for (const key of allowed.get(name) ?? []) {
+      if (mine.has(key)) continue;
+      const [dir, who, port] = key.split(" ");
+      out.push(
+        dir === "in"
+          ? `NetworkPolicy ${graph.namespace}/${name}: does not admit ${who} on port ${port}`
+          : `NetworkPolicy ${graph.namespace}/${name}: does not let it reach ${who} on port ${port}`,
+      );
     }
   }
   return out;
 }
 
-/** Each workload's Sidecar reaches only its callees, the JWKS, its data stores, istio-system. */
+/**
+ * Each workload's Sidecar reaches only its callees, the JWKS, the storefront if it fetches
+ * it, its data stores, istio-system.
+ */
 export function checkSidecars(objects: readonly K8sObject[], graph: CallGraph): string[] {
   const out: string[] = [];
   for (const name of workloads(graph)) {
@@ -425,6 +562,7 @@ export function checkSidecars(objects: readonly K8sObject[], graph: CallGraph): 
     );
     if (sc === undefined) continue; // checkMeshCoverage reports it
     const allowed = new Set(calleesOf(graph, name).map((c) => `./${serviceHost(graph, c)}`));
+    if (fetchesStorefront(graph, name)) allowed.add(`./${serviceHost(graph, STOREFRONT)}`);
     if (graph.jwks.callers.includes(name))
       allowed.add(`./${serviceHost(graph, graph.jwks.service)}`);
     for (const store of graph.services.get(name)?.uses ?? []) {

@@ -1,6 +1,6 @@
 /**
- * `make deploy`: generate the graph-derived manifests, build and push the images, apply an
- * overlay and istio/, wait for the rollout.
+ * `make deploy`: generate the graph-derived manifests, build and push the images (one per
+ * service, the edge, the storefront), apply an overlay and istio/, wait for the rollout.
  *
  *   node --conditions=development --import tsx scripts/deploy/deploy.ts
  *
@@ -18,7 +18,7 @@
 import { execFileSync, spawnSync } from "node:child_process";
 import { pathToFileURL } from "node:url";
 import { stringify } from "yaml";
-import { loadCallGraph, REPO_ROOT } from "./callgraph.js";
+import { EDGE, loadCallGraph, REPO_ROOT, STOREFRONT } from "./callgraph.js";
 import { checkAll, imagesOf } from "./checks.js";
 import { generate } from "./generate.js";
 import { imageOf, type K8sObject, workloads } from "./manifests.js";
@@ -75,6 +75,19 @@ export function rewriteImages(
     ),
   ) as K8sObject[];
 }
+
+/**
+ * `docker build` arguments for a workload's image, from the root Dockerfile: the edge and
+ * the storefront have their own targets; every service is the `service` target with its
+ * name as SERVICE.
+ */
+export function buildArgs(workload: string): string[] {
+  if (workload === EDGE || workload === STOREFRONT) return ["--target", workload];
+  return ["--build-arg", `SERVICE=${workload}`, "--target", "service"];
+}
+
+/** The workload an image of `plan().images` is for: `meshmart/<workload>:latest`. */
+const workloadOf = (local: string): string => local.split("/")[1]?.split(":")[0] ?? "";
 
 function gitTag(): string {
   try {
@@ -148,10 +161,8 @@ async function main(): Promise<number> {
   if (dryRun) {
     say("\nwould run:");
     for (const [local, pushed] of p.images) {
-      const target = local.startsWith("meshmart/edge:")
-        ? "--target edge"
-        : `--target service --build-arg SERVICE=${local.split("/")[1]?.split(":")[0]}`;
-      say(`  docker build ${target} -t ${pushed} . && docker push ${pushed}`);
+      const build = buildArgs(workloadOf(local)).join(" ");
+      say(`  docker build ${build} -t ${pushed} . && docker push ${pushed}`);
     }
     say(
       `  kubectl ${[...context, "apply", "--server-side", "-f", "-"].join(" ")}   (${p.objects.length} objects)`,
@@ -164,12 +175,7 @@ async function main(): Promise<number> {
   }
 
   for (const [local, pushed] of p.images) {
-    const name = local.split("/")[1]?.split(":")[0] ?? "";
-    const build =
-      name === "edge"
-        ? ["--target", "edge"]
-        : ["--build-arg", `SERVICE=${name}`, "--target", "service"];
-    run("docker", ["build", ...build, "-t", pushed, "."]);
+    run("docker", ["build", ...buildArgs(workloadOf(local)), "-t", pushed, "."]);
     run("docker", ["push", pushed]);
   }
   const manifest = p.objects.map((o) => stringify(o)).join("---\n");

@@ -1,7 +1,8 @@
 /**
- * Builds the generated manifests from the call graph: the per-service workload objects of
- * deploy/base, the NetworkPolicies, and the Istio DestinationRules, VirtualServices,
- * AuthorizationPolicies and Sidecars. Pure functions of the graph; generate.ts writes them.
+ * Builds the generated manifests from the call graph: the workload objects of deploy/base
+ * (the services, the edge, the storefront), the NetworkPolicies, and the Istio
+ * DestinationRules, VirtualServices, AuthorizationPolicies and Sidecars. Pure functions of
+ * the graph; generate.ts writes them.
  */
 
 import { LIVENESS_SERVICE } from "@meshmart/kit";
@@ -10,10 +11,14 @@ import {
   calleesOf,
   callersOf,
   EDGE,
+  edgePorts,
+  fetchesStorefront,
   type GraphService,
   methodPath,
   principal,
+  readOnlyMethods,
   SERVICE_DESCRIPTORS,
+  STOREFRONT,
   serviceHost,
 } from "./callgraph.js";
 
@@ -53,8 +58,12 @@ export const INGRESS = {
 /** The Prometheus that scrapes the admin ports (kube-prometheus defaults). */
 export const MONITORING_NAMESPACE = "monitoring";
 
+/** The sidecar's own port (merged Prometheus metrics, health); Prometheus scrapes it. */
+export const ISTIO_AGENT_PORT = 15020;
+
 const PART_OF = "meshmart";
-const DATA_PORTS = { postgres: 5432, redis: 6379, nats: 4222 } as const;
+/** The port each data store listens on in the data namespace. */
+export const DATA_PORTS = { postgres: 5432, redis: 6379, nats: 4222 } as const;
 
 /** Labels of a workload; `app` is the one Istio's telemetry reads. */
 export function labels(name: string, component = "service"): Record<string, string> {
@@ -72,9 +81,9 @@ export function imageOf(workload: string): string {
   return `meshmart/${workload}:latest`;
 }
 
-/** Every workload of the mesh: the services, then the edge. */
+/** Every workload of the mesh: the services, then the edge, then the storefront. */
 export function workloads(graph: CallGraph): string[] {
-  return [...graph.services.keys(), EDGE];
+  return [...graph.services.keys(), EDGE, STOREFRONT];
 }
 
 // ---------------------------------------------------------------- deploy/base: workloads
@@ -326,12 +335,59 @@ function edgeObjects(graph: CallGraph): K8sObject[] {
       metadata: { name: EDGE, namespace, labels: labels(EDGE, "edge") },
       spec: {
         selector: selector(EDGE),
-        ports: [{ name: "http", port: graph.edge.port, targetPort: "http", appProtocol: "http" }],
+        // http2, not http: clients' gRPC must stay HTTP/2 from the gateway to Envoy (an
+        // `http` port is HTTP/1.1 upstream, which has no trailers). Envoy's listener takes
+        // both (codec AUTO), and REST, gRPC-Web and Connect ride HTTP/2 as they are.
+        ports: [{ name: "http", port: graph.edge.port, targetPort: "http", appProtocol: "http2" }],
       },
     },
     // No ServiceMonitor: Envoy's admin port is loopback-only; the edge's RED metrics are
     // its sidecar's istio_requests_total, scraped by the mesh-wide Istio PodMonitor.
     ...scaling(graph, EDGE),
+  ];
+}
+
+/**
+ * The storefront: web/dist served by web/server (the Dockerfile's `storefront` target), a
+ * Node process that only reads files, so it runs like the services (distroless, uid 65532,
+ * read-only root FS). `/` answers 200 with index.html while it serves at all, which is
+ * what every probe asks: it has no dependencies a readiness probe could follow.
+ */
+function storefrontObjects(graph: CallGraph): K8sObject[] {
+  const { namespace, storefront } = graph;
+  const httpProbe = { httpGet: { path: "/", port: "http" } };
+  const container = {
+    ports: [{ name: "http", containerPort: storefront.port, protocol: "TCP" }],
+    // The image sets both too; here they follow the graph's port (and a HOST left to the
+    // server's default would be loopback, which the sidecar cannot reach).
+    env: [
+      { name: "PORT", value: String(storefront.port) },
+      { name: "HOST", value: "0.0.0.0" },
+    ],
+    // Static files from a small process: far below a service's needs.
+    resources: {
+      requests: { cpu: "50m", memory: "64Mi" },
+      limits: { cpu: "500m", memory: "256Mi" },
+    },
+    startupProbe: { ...httpProbe, periodSeconds: 2, failureThreshold: 15, timeoutSeconds: 2 },
+    readinessProbe: { ...httpProbe, periodSeconds: 5, failureThreshold: 2, timeoutSeconds: 2 },
+    livenessProbe: { ...httpProbe, periodSeconds: 10, failureThreshold: 3, timeoutSeconds: 2 },
+  };
+  return [
+    serviceAccount(graph, STOREFRONT),
+    deployment(graph, STOREFRONT, container, SERVICE_UID, "storefront"),
+    {
+      apiVersion: "v1",
+      kind: "Service",
+      metadata: { name: STOREFRONT, namespace, labels: labels(STOREFRONT, "storefront") },
+      spec: {
+        selector: selector(STOREFRONT),
+        ports: [{ name: "http", port: storefront.port, targetPort: "http", appProtocol: "http" }],
+      },
+    },
+    // No ServiceMonitor: the server has no metrics of its own; its sidecar's
+    // istio_requests_total are its RED metrics, like the edge's.
+    ...scaling(graph, STOREFRONT),
   ];
 }
 
@@ -408,6 +464,7 @@ export function workloadObjects(graph: CallGraph): K8sObject[] {
   return [
     ...[...graph.services.values()].flatMap((svc) => serviceObjects(graph, svc)),
     ...edgeObjects(graph),
+    ...storefrontObjects(graph),
   ];
 }
 
@@ -435,8 +492,9 @@ const podIn = (ns: string, name: string) => ({
 
 /**
  * L3/L4 policy under the mesh's L7 one: default deny in both namespaces, then exactly the
- * graph's edges (caller pod → callee gRPC port), the JWKS port, the data stores each
- * service uses, DNS, istiod, the ingress gateway to the edge, and Prometheus.
+ * graph's edges (caller pod → callee gRPC port; the edge → its callees' Connect port too),
+ * the JWKS port, the edge → the storefront, the data stores each service uses, DNS,
+ * istiod, the ingress gateway to the edge, and Prometheus.
  */
 export function networkPolicies(graph: CallGraph): K8sObject[] {
   const { namespace: ns, dataNamespace: dataNs, ports } = graph;
@@ -455,14 +513,23 @@ export function networkPolicies(graph: CallGraph): K8sObject[] {
     );
   }
   const jwksCallers = graph.jwks.callers;
+  const pod = (name: string) => ({ podSelector: { matchLabels: selector(name) } });
+  const tcp = (port: number) => ({ protocol: "TCP", port });
   for (const name of workloads(graph)) {
     const isEdge = name === EDGE;
     const ingress: unknown[] = [];
     const callers = [...callersOf(graph, name).keys()];
     if (callers.length > 0) {
+      ingress.push({ from: callers.map(pod), ports: [tcp(ports.grpc)] });
+    }
+    // The edge's Connect calls: the same callees on their HTTP port.
+    if (graph.edge.calls.has(name) && graph.edge.ports.includes("http")) {
+      ingress.push({ from: [pod(EDGE)], ports: [tcp(ports.http)] });
+    }
+    if (name === STOREFRONT) {
       ingress.push({
-        from: callers.map((c) => ({ podSelector: { matchLabels: selector(c) } })),
-        ports: [{ protocol: "TCP", port: ports.grpc }],
+        from: graph.storefront.callers.map(pod),
+        ports: [tcp(graph.storefront.port)],
       });
     }
     if (name === graph.jwks.service) {
@@ -481,20 +548,21 @@ export function networkPolicies(graph: CallGraph): K8sObject[] {
         ports: [{ protocol: "TCP", port: graph.edge.port }],
       });
     }
+    // Only the services have an admin port; every pod has its sidecar's.
     ingress.push({
       from: [nsSelector(MONITORING_NAMESPACE)],
-      ports: [
-        ...(isEdge ? [] : [{ protocol: "TCP", port: ports.admin }]),
-        { protocol: "TCP", port: 15020 },
-      ],
+      ports: [...(graph.services.has(name) ? [tcp(ports.admin)] : []), tcp(ISTIO_AGENT_PORT)],
     });
     const egress: unknown[] = [];
     const callees = calleesOf(graph, name);
     if (callees.length > 0) {
       egress.push({
-        to: callees.map((c) => ({ podSelector: { matchLabels: selector(c) } })),
-        ports: [{ protocol: "TCP", port: ports.grpc }],
+        to: callees.map(pod),
+        ports: (isEdge ? edgePorts(graph) : [ports.grpc]).map(tcp),
       });
+    }
+    if (fetchesStorefront(graph, name)) {
+      egress.push({ to: [pod(STOREFRONT)], ports: [tcp(graph.storefront.port)] });
     }
     if (jwksCallers.includes(name) && name !== graph.jwks.service) {
       egress.push({
@@ -559,7 +627,7 @@ const ms = (n: number) => `${n / 1000}s`;
 /** DestinationRule per workload: mTLS, connection pools, outlier detection, HTTP/2. */
 export function destinationRules(graph: CallGraph): K8sObject[] {
   return workloads(graph).map((name) => {
-    const isEdge = name === EDGE;
+    const isService = graph.services.has(name);
     return {
       apiVersion: "networking.istio.io/v1",
       kind: "DestinationRule",
@@ -575,7 +643,9 @@ export function destinationRules(graph: CallGraph): K8sObject[] {
               http1MaxPendingRequests: 256,
               maxRequestsPerConnection: 0,
               idleTimeout: "300s",
-              h2UpgradePolicy: isEdge ? "DO_NOT_UPGRADE" : "UPGRADE",
+              // The storefront's server is node:http, HTTP/1.1 only. The edge's port is
+              // http2 already (its Service says why).
+              h2UpgradePolicy: name === STOREFRONT ? "DO_NOT_UPGRADE" : "UPGRADE",
             },
           },
           outlierDetection: {
@@ -586,7 +656,7 @@ export function destinationRules(graph: CallGraph): K8sObject[] {
             maxEjectionPercent: 50,
           },
           // The Connect port is HTTP/1.1 on the app side (node:http); it stays HTTP/1.1.
-          ...(isEdge
+          ...(!isService
             ? {}
             : {
                 portLevelSettings: [
@@ -632,11 +702,20 @@ export function methodRoute(
   };
 }
 
-/** VirtualService per service: a route per gRPC method (timeout, retries iff idempotent). */
+/** The route name of a method on the Connect port (the gRPC port's is the method's name). */
+export const connectRouteName = (method: string): string => `connect-${method}`;
+
+/**
+ * VirtualService per workload. A service: a route per gRPC method (timeout, retries iff
+ * idempotent), and the same per method the edge calls on the Connect port (else those
+ * would fall to the catch-all, whose timeout would cut Connect streams). The edge: from
+ * the ingress gateway. The storefront: static reads.
+ */
 export function virtualServices(graph: CallGraph): K8sObject[] {
   const out: K8sObject[] = [];
   for (const svc of graph.services.values()) {
     const http: unknown[] = [];
+    const viaConnect = graph.edge.ports.includes("http") ? graph.edge.calls.get(svc.name) : [];
     for (const [method, spec] of svc.methods) {
       http.push(
         methodRoute(
@@ -647,6 +726,22 @@ export function virtualServices(graph: CallGraph): K8sObject[] {
           spec.timeoutMs,
           spec.idempotent,
           graph.ports.grpc,
+        ),
+      );
+    }
+    // Connect GET carries its request in the query string; Istio's uri match (like the
+    // AuthorizationPolicy's paths) sees the path without it.
+    for (const [method, spec] of svc.methods) {
+      if (!viaConnect?.includes(method)) continue;
+      http.push(
+        methodRoute(
+          graph,
+          svc.name,
+          connectRouteName(method),
+          { port: graph.ports.http, uri: { exact: methodPath(svc.grpcService, method) } },
+          spec.timeoutMs,
+          spec.idempotent,
+          graph.ports.http,
         ),
       );
     }
@@ -677,8 +772,21 @@ export function virtualServices(graph: CallGraph): K8sObject[] {
       spec: { hosts: [serviceHost(graph, svc.name)], http },
     });
   }
-  // The edge: from the ingress gateway (REST) and inside the mesh. REST retries are the
-  // edge's business (it knows the gRPC method), so none here.
+  // The edge: from the ingress gateway (REST, gRPC, gRPC-Web, Connect, the storefront) and
+  // inside the mesh. Retries are the edge's business (it knows the gRPC method), so none
+  // here. Streams (REST's :watch, and the streaming methods under their RPC path, whatever
+  // the protocol) have no overall timeout.
+  // A fresh copy per route: shared objects would come out as YAML aliases.
+  const edgeRoute = () => [
+    { destination: { host: serviceHost(graph, EDGE), port: { number: graph.edge.port } } },
+  ];
+  const streams = [...graph.edge.calls].flatMap(([callee, methods]) => {
+    const svc = graph.services.get(callee);
+    if (svc === undefined) return [];
+    return methods
+      .filter((m) => svc.methods.get(m)?.streaming === true)
+      .map((m) => ({ uri: { exact: methodPath(svc.grpcService, m) } }));
+  });
   out.push({
     apiVersion: "networking.istio.io/v1",
     kind: "VirtualService",
@@ -692,16 +800,47 @@ export function virtualServices(graph: CallGraph): K8sObject[] {
           match: [{ uri: { regex: "^/v1/orders/[^/]+:watch$" } }],
           timeout: "0s",
           retries: { attempts: 0 },
-          route: [
-            { destination: { host: serviceHost(graph, EDGE), port: { number: graph.edge.port } } },
-          ],
+          route: edgeRoute(),
         },
+        ...(streams.length > 0
+          ? [
+              {
+                name: "streams",
+                match: streams,
+                timeout: "0s",
+                retries: { attempts: 0 },
+                route: edgeRoute(),
+              },
+            ]
+          : []),
+        { name: "other", timeout: "60s", retries: { attempts: 0 }, route: edgeRoute() },
+      ],
+    },
+  });
+  // The storefront: GET/HEAD of static files, safe to repeat; the edge's own route gives
+  // up after 15 s, so this one does too.
+  out.push({
+    apiVersion: "networking.istio.io/v1",
+    kind: "VirtualService",
+    metadata: {
+      name: STOREFRONT,
+      namespace: graph.namespace,
+      labels: labels(STOREFRONT, "storefront"),
+    },
+    spec: {
+      hosts: [serviceHost(graph, STOREFRONT)],
+      http: [
         {
-          name: "rest",
-          timeout: "60s",
-          retries: { attempts: 0 },
+          name: "static",
+          timeout: "15s",
+          retries: { attempts: RETRY_ATTEMPTS, perTryTimeout: "5s", retryOn: RETRY_ON },
           route: [
-            { destination: { host: serviceHost(graph, EDGE), port: { number: graph.edge.port } } },
+            {
+              destination: {
+                host: serviceHost(graph, STOREFRONT),
+                port: { number: graph.storefront.port },
+              },
+            },
           ],
         },
       ],
@@ -713,8 +852,9 @@ export function virtualServices(graph: CallGraph): K8sObject[] {
 /**
  * Deny by default in the namespace (an ALLOW policy with no rules matches nothing), then
  * per callee one ALLOW policy whose rules are the graph's callers: their principals and
- * the exact gRPC paths each may call. Plus the JWKS port, the edge from the ingress
- * gateway, and Prometheus on the admin port.
+ * the exact gRPC paths each may call (the edge: the same paths on the Connect port too,
+ * POST, and GET for the read-only ones). Plus the JWKS port, the edge from the ingress
+ * gateway, the storefront from the edge (GET/HEAD), and Prometheus on the admin port.
  */
 export function authorizationPolicies(graph: CallGraph): K8sObject[] {
   const { namespace: ns, ports } = graph;
@@ -737,18 +877,23 @@ export function authorizationPolicies(graph: CallGraph): K8sObject[] {
   for (const svc of graph.services.values()) {
     const rules: unknown[] = [];
     for (const [caller, methods] of callersOf(graph, svc.name)) {
-      rules.push({
-        from: [{ source: { principals: [principal(ns, caller)] } }],
-        to: [
-          {
-            operation: {
-              ports: [String(ports.grpc)],
-              methods: ["POST"],
-              paths: methods.map((m) => methodPath(svc.grpcService, m)),
-            },
-          },
-        ],
-      });
+      const paths = (list: readonly string[]) => list.map((m) => methodPath(svc.grpcService, m));
+      const to: unknown[] = [
+        { operation: { ports: [String(ports.grpc)], methods: ["POST"], paths: paths(methods) } },
+      ];
+      if (caller === EDGE && graph.edge.ports.includes("http")) {
+        // Connect: POST for every method; GET only where a Connect server takes it.
+        const readOnly = readOnlyMethods(svc.grpcService).filter((m) => methods.includes(m));
+        to.push({
+          operation: { ports: [String(ports.http)], methods: ["POST"], paths: paths(methods) },
+        });
+        if (readOnly.length > 0) {
+          to.push({
+            operation: { ports: [String(ports.http)], methods: ["GET"], paths: paths(readOnly) },
+          });
+        }
+      }
+      rules.push({ from: [{ source: { principals: [principal(ns, caller)] } }], to });
     }
     if (svc.name === graph.jwks.service) {
       rules.push({
@@ -794,13 +939,36 @@ export function authorizationPolicies(graph: CallGraph): K8sObject[] {
       ],
     },
   });
+  out.push({
+    apiVersion: "security.istio.io/v1",
+    kind: "AuthorizationPolicy",
+    metadata: { name: STOREFRONT, namespace: ns, labels: labels(STOREFRONT, "storefront") },
+    spec: {
+      selector: { matchLabels: selector(STOREFRONT) },
+      action: "ALLOW",
+      rules: [
+        {
+          from: [{ source: { principals: graph.storefront.callers.map((c) => principal(ns, c)) } }],
+          to: [
+            {
+              operation: {
+                ports: [String(graph.storefront.port)],
+                methods: [...graph.storefront.methods],
+              },
+            },
+          ],
+        },
+      ],
+    },
+  });
   return out;
 }
 
 /**
  * Sidecar per workload: it only knows (and can only reach) its callees, identity's JWKS
- * when it verifies tokens, its data stores and istio-system; anything else is
- * REGISTRY_ONLY-blocked. A namespace default covers workloads without their own.
+ * when it verifies tokens, the storefront when it fetches it, its data stores and
+ * istio-system; anything else is REGISTRY_ONLY-blocked (the storefront: istio-system
+ * only). A namespace default covers workloads without their own.
  */
 export function sidecars(graph: CallGraph): K8sObject[] {
   const { namespace: ns, dataNamespace: dataNs } = graph;
@@ -822,6 +990,7 @@ export function sidecars(graph: CallGraph): K8sObject[] {
   for (const name of workloads(graph)) {
     const hosts = new Set<string>();
     for (const callee of calleesOf(graph, name)) hosts.add(`./${serviceHost(graph, callee)}`);
+    if (fetchesStorefront(graph, name)) hosts.add(`./${serviceHost(graph, STOREFRONT)}`);
     if (graph.jwks.callers.includes(name) && name !== graph.jwks.service) {
       hosts.add(`./${serviceHost(graph, graph.jwks.service)}`);
     }

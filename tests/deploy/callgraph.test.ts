@@ -4,7 +4,7 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { test } from "node:test";
 import { EVENT_SUBJECTS } from "@meshmart/kit";
-import { parse } from "yaml";
+import { parse, stringify } from "yaml";
 import {
   CALLGRAPH_FILE,
   EDGE,
@@ -12,6 +12,8 @@ import {
   publicMethods,
   REPO_ROOT,
   resolveCallGraph,
+  STOREFRONT,
+  serviceHost,
 } from "../../scripts/deploy/callgraph.js";
 import { scanCodeCalls } from "../../scripts/deploy/code-calls.js";
 import { generate } from "../../scripts/deploy/generate.js";
@@ -188,6 +190,60 @@ test("the edge may call only transcoded methods, and Envoy transcodes exactly th
   const raw = rawGraph();
   raw.edge.calls.payments = ["GetPayment"];
   assert.throws(() => resolveCallGraph(raw), /edge may call only transcoded methods/);
+});
+
+test("Envoy's clusters are the graph's: each callee on the edge's ports, the storefront on its port", () => {
+  type Cluster = {
+    name: string;
+    load_assignment?: {
+      endpoints?: {
+        lb_endpoints?: {
+          endpoint: { address: { socket_address: { address: string; port_value: number } } };
+        }[];
+      }[];
+    };
+  };
+  const envoy = parse(readFileSync(join(REPO_ROOT, "edge/envoy/envoy.yaml"), "utf8")) as {
+    static_resources: { clusters: Cluster[] };
+  };
+  const targets = new Map(
+    envoy.static_resources.clusters.flatMap((c) => {
+      const addr = c.load_assignment?.endpoints?.[0]?.lb_endpoints?.[0]?.endpoint.address;
+      return addr === undefined
+        ? []
+        : [[c.name, `${addr.socket_address.address}:${addr.socket_address.port_value}`] as const];
+    }),
+  );
+  const expected = new Map<string, string>();
+  for (const callee of graph.edge.calls.keys()) {
+    for (const port of graph.edge.ports) {
+      // edge/envoy/generate.ts names a service's Connect cluster `<name>_http`.
+      const cluster = port === "grpc" ? callee : `${callee}_http`;
+      expected.set(cluster, `${serviceHost(graph, callee)}:${graph.ports[port]}`);
+    }
+  }
+  expected.set(STOREFRONT, `${serviceHost(graph, STOREFRONT)}:${graph.storefront.port}`);
+  assert.deepEqual(
+    new Map([...targets].sort(([a], [b]) => a.localeCompare(b))),
+    new Map([...expected].sort(([a], [b]) => a.localeCompare(b))),
+  );
+});
+
+test("the storefront's entry: known callers, reads only, a name no service takes; the edge's ports", () => {
+  assert.deepEqual(graph.storefront.callers, [EDGE]);
+  assert.deepEqual(graph.storefront.methods, ["GET", "HEAD"]);
+  const unknown = rawGraph();
+  unknown.storefront.callers.push("shipping");
+  assert.throws(() => resolveCallGraph(unknown), /storefront caller shipping unknown/);
+  const writes = rawGraph();
+  writes.storefront.methods.push("POST");
+  assert.throws(() => loadCallGraph(stringify(writes)));
+  const clash = rawGraph();
+  clash.services.storefront = clash.services.notifications;
+  assert.throws(() => resolveCallGraph(clash), /storefront is a workload of its own/);
+  const connectOnly = rawGraph();
+  connectOnly.edge.ports = ["http"];
+  assert.throws(() => loadCallGraph(stringify(connectOnly)), /edge.ports must include grpc/);
 });
 
 test("every RPC must be classified idempotent or not in the graph", () => {

