@@ -86,6 +86,8 @@ export interface BenchEnvoy {
   /** The access log file, or /dev/null when discarded. */
   accessLogPath: string;
   rewrite: RateLimitRewrite;
+  /** Filters taken out of this copy (BENCH_EDGE_DROP_FILTERS); empty for a real result. */
+  dropped: string[];
 }
 
 /**
@@ -107,6 +109,8 @@ export async function startBenchEnvoy(options: {
   cpu: string;
   accessLog: AccessLogSink;
   onStderrLine: (line: string) => void;
+  /** HTTP filters to take out of the benchmark's copy (a cost breakdown, never a result). */
+  dropFilters?: readonly string[];
 }): Promise<BenchEnvoy> {
   const port = await freePort();
   const adminPort = await freePort();
@@ -121,6 +125,7 @@ export async function startBenchEnvoy(options: {
   if (rewrite.buckets === 0) {
     throw new Error(`${configFile}: no local_ratelimit descriptor buckets found to raise`);
   }
+  const dropped = dropFilters(config, options.dropFilters ?? []);
   await writeFile(configFile, stringify(config, { lineWidth: 0 }));
   validateWithEnvoy(options.envoyBin, configFile);
 
@@ -143,7 +148,37 @@ export async function startBenchEnvoy(options: {
     // Only stderr reaches the pipe now: Envoy's own warnings and errors.
     onLine: options.onStderrLine,
   });
-  return { edge, pid: edge.child.pid, configFile, accessLogPath, rewrite };
+  return { edge, pid: edge.child.pid, configFile, accessLogPath, rewrite, dropped };
+}
+
+/**
+ * Removes the HTTP filters whose names end with one of `suffixes` (e.g. "lua", "jwt_authn")
+ * from every connection manager of `config`, in place; returns the names removed. For
+ * BENCH_EDGE_DROP_FILTERS: what each filter costs per request, measured, not guessed.
+ */
+export function dropFilters(config: unknown, suffixes: readonly string[]): string[] {
+  const removed: string[] = [];
+  if (suffixes.length === 0) return removed;
+  const visit = (node: unknown): void => {
+    if (Array.isArray(node)) {
+      for (const item of node) visit(item);
+      return;
+    }
+    if (typeof node !== "object" || node === null) return;
+    const record = node as Record<string, unknown>;
+    const filters = record.http_filters;
+    if (Array.isArray(filters)) {
+      record.http_filters = filters.filter((f) => {
+        const name = String((f as { name?: unknown }).name ?? "");
+        const drop = suffixes.some((suffix) => name.endsWith(suffix));
+        if (drop) removed.push(name);
+        return !drop;
+      });
+    }
+    for (const value of Object.values(record)) visit(value);
+  };
+  visit(config);
+  return removed;
 }
 
 function shellQuote(value: string): string {

@@ -62,6 +62,11 @@ const settings = {
   loadCpu: process.env.BENCH_LOAD_CPU ?? "0",
   catalogCpu: process.env.BENCH_SERVER_CPU ?? "1",
   envoyCpu: process.env.BENCH_EDGE_CPU ?? process.env.BENCH_SERVER_CPU ?? "1",
+  /** A cost breakdown: HTTP filters to leave out of Envoy's config ("lua,jwt_authn"). */
+  dropFilters: (process.env.BENCH_EDGE_DROP_FILTERS ?? "")
+    .split(",")
+    .map((f) => f.trim())
+    .filter((f) => f !== ""),
   accessLog,
 };
 const roundSeconds = Math.max(1, Math.round(settings.durationSeconds / settings.rounds));
@@ -153,6 +158,7 @@ async function main(): Promise<void> {
     },
     cpu: settings.envoyCpu,
     accessLog: settings.accessLog,
+    dropFilters: settings.dropFilters,
     onStderrLine: (line) => {
       // identity (the JWKS) is not running here; GetProduct's jwt rule requires no token, so
       // the failed background fetch changes nothing per request. Counted, not printed.
@@ -168,6 +174,12 @@ async function main(): Promise<void> {
       `of the generated config (all the load comes from one IP); the filters stay enabled and enforced`,
   );
   say(`config: ${envoy.configFile} (validated by envoy --mode validate)`);
+  if (envoy.dropped.length > 0) {
+    warnings.push(
+      `BENCH_EDGE_DROP_FILTERS took ${envoy.dropped.join(", ")} out of Envoy's config: a cost breakdown, not the edge users get`,
+    );
+    say(`filters dropped for a cost breakdown: ${envoy.dropped.join(", ")}`);
+  }
   say(
     settings.accessLog === "file"
       ? `access log: on, Envoy's stdout redirected to ${envoy.accessLogPath} (a file, written by Envoy; not read during the run)`
