@@ -23,6 +23,7 @@ import { join } from "node:path";
 import { pathToFileURL } from "node:url";
 import { parseArgs } from "node:util";
 import { type DescService, type FileRegistry, hasOption } from "@bufbuild/protobuf";
+import { PUBLIC_METHODS as KIT_PUBLIC_METHODS } from "@meshmart/kit";
 import { stringify } from "yaml";
 import { MESHMART_DESCRIPTOR, meshmartRegistry, REPO_ROOT } from "./descriptors.js";
 
@@ -58,17 +59,9 @@ export const MAX_DOWNSTREAM_CONNECTIONS = 50_000;
 /** A REST request body larger than this is refused with 413. */
 export const MAX_REQUEST_BODY_BYTES = 1024 * 1024;
 
-/** Methods callable without a token. Everything else that is transcoded or routed requires a
- *  valid JWT at the edge: deny by default. */
-export const PUBLIC_METHODS: readonly string[] = [
-  "meshmart.catalog.v1.CatalogService.GetProduct",
-  "meshmart.catalog.v1.CatalogService.ListProducts",
-  "meshmart.catalog.v1.CatalogService.ListCategories",
-  "meshmart.identity.v1.IdentityService.SignUp",
-  "meshmart.identity.v1.IdentityService.Login",
-  "meshmart.identity.v1.IdentityService.RefreshToken",
-  "meshmart.identity.v1.IdentityService.GetJwks",
-];
+/** Methods callable without a token: the services' own list (the kit's auth step treats a
+ *  bad token on them as none). Everything else the edge routes requires a valid JWT. */
+export const PUBLIC_METHODS: readonly string[] = [...KIT_PUBLIC_METHODS].sort();
 
 /** A token bucket: `burst` requests at once, refilled at `perSecond`. */
 export interface RateLimit {

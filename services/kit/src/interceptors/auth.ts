@@ -41,8 +41,8 @@ export function createJwtVerifier(options: JwtVerifierOptions): TokenVerifier {
 
 /**
  * Methods anyone may call without a token, as `package.Service.Method`: browsing the
- * catalog, signing up and in, the JWKS. The edge (edge/envoy/generate.ts PUBLIC_METHODS)
- * skips its JWT check for the same list; a kit test keeps the two equal.
+ * catalog, signing up and in, the JWKS. The edge's generator (edge/envoy/generate.ts)
+ * reads this list, so Envoy skips its JWT requirement for exactly these.
  */
 export const PUBLIC_METHODS: ReadonlySet<string> = new Set([
   "meshmart.catalog.v1.CatalogService.GetProduct",
