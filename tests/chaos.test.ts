@@ -35,4 +35,21 @@ test("orders survive kill -9 of every service and restarts of NATS and Postgres"
   }
   const { confirmed = 0, cancelled = 0 } = report.counts;
   assert.ok(confirmed > 0 && cancelled > 0, JSON.stringify(report.counts));
+  // Compensation after a successful authorization ran, both ways, not just the early
+  // cancellations (declines, out of stock): a capture the processor declined, and customers
+  // cancelling mid-saga, some of them after the authorization (a void or a refund).
+  const paths = report.paths;
+  const afterAuthorization = (paths.customer_voided ?? 0) + (paths.customer_refunded ?? 0);
+  assert.ok(
+    (paths.capture_failed ?? 0) >= 3,
+    `too few declined captures: ${JSON.stringify(paths)}`,
+  );
+  assert.ok(
+    (paths.customer_cancelled ?? 0) >= 3,
+    `too few cancellations: ${JSON.stringify(paths)}`,
+  );
+  assert.ok(
+    afterAuthorization >= 1,
+    `no cancellation after an authorization: ${JSON.stringify(paths)}`,
+  );
 });

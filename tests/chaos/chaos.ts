@@ -1,10 +1,11 @@
 import { randomUUID } from "node:crypto";
-import { type Client, ConnectError, createClient } from "@connectrpc/connect";
+import { type Client, Code, ConnectError, createClient } from "@connectrpc/connect";
 import { createGrpcTransport } from "@connectrpc/connect-node";
 import { createEventNames, createLogger, createPostgres, type Sql } from "@meshmart/kit";
 import { CatalogService } from "@meshmart/kit/gen/meshmart/catalog/v1/catalog_service_pb.js";
 import { IdentityService } from "@meshmart/kit/gen/meshmart/identity/v1/identity_service_pb.js";
 import { InventoryService } from "@meshmart/kit/gen/meshmart/inventory/v1/inventory_service_pb.js";
+import { CancelCode, OrderStatus } from "@meshmart/kit/gen/meshmart/orders/v1/orders_pb.js";
 import { OrderService } from "@meshmart/kit/gen/meshmart/orders/v1/orders_service_pb.js";
 import {
   type OwnedNats,
@@ -32,6 +33,13 @@ export interface ChaosOptions {
 /** What a chaos run did and found. */
 export interface ChaosReport {
   counts: Record<string, number>;
+  /**
+   * How many orders ended by each path: confirmed, declined (at authorization),
+   * out_of_stock, capture_failed (authorized, capture declined), customer_cancelled (by
+   * CancelOrder mid-saga; of them customer_voided and customer_refunded were cancelled
+   * after the authorization), other.
+   */
+  paths: Record<string, number>;
   faults: string[];
   /** Broken invariants; empty when the system held. */
   violations: string[];
@@ -50,11 +58,19 @@ const TARGETS = [
   "notifications",
   "identity",
 ];
+/** The fake PSP's test card that authorizes but whose capture is declined. */
+const CAPTURE_DECLINED_CARD = "4000000000000341";
 const CARDS = [
-  { number: "4242424242424242", weight: 70 },
-  { number: "4000000000000002", weight: 15 },
-  { number: "4000000000009995", weight: 15 },
+  { number: "4242424242424242", weight: 60 },
+  { number: "4000000000000002", weight: 10 },
+  { number: "4000000000009995", weight: 10 },
+  // Compensation after a successful authorization: release, then void.
+  { number: CAPTURE_DECLINED_CARD, weight: 20 },
 ];
+/** Share of orders whose customer calls CancelOrder while the saga runs. */
+const CANCEL_SHARE = 0.2;
+/** The saga's cancel_reason of a capture the processor declined. */
+const CAPTURE_DECLINED_REASON = /^payment declined at capture/;
 const ADMIN = { email: "chaos-admin@example.com", password: "chaos admin password" };
 const PRODUCTS = 5;
 
@@ -87,6 +103,9 @@ export async function runChaos(options: ChaosOptions): Promise<ChaosReport> {
         },
         orders: { SAGA_STEP_TIMEOUT_MS: "3000", SAGA_LEASE_MS: "5000", SAGA_RETRY_MAX_MS: "2000" },
         inventory: { INITIAL_STOCK_ON_PRODUCT_CREATED: "0" },
+        // A processor that takes a moment, as real ones do: kills land mid-call, and a
+        // customer's CancelOrder can meet a capture in flight.
+        payments: { FAKE_PSP_LATENCY_MS: "20" },
       },
     });
     log("chaos: mesh up");
@@ -123,8 +142,10 @@ async function prepareStore(mesh: Mesh, orders: number): Promise<Store> {
   const c = clients(mesh);
   const admin = await c.identity.login(ADMIN);
   const auth = { headers: { authorization: `Bearer ${admin.accessToken}` } };
-  // About 1.5 units per order on average over PRODUCTS products; stock covers ~60% of it.
-  const stock = BigInt(Math.max(5, Math.ceil(((orders * 3) / PRODUCTS) * 0.6)));
+  // About 2.4 units per order (see placeOne) over PRODUCTS products; stock covers about
+  // half of it, a little less than the orders that pay and are not cancelled want, so the
+  // last ones run out of stock.
+  const stock = BigInt(Math.max(5, Math.ceil(((orders * 3) / PRODUCTS) * 0.42)));
   const products: Store["products"] = [];
   for (let i = 0; i < PRODUCTS; i++) {
     const sku = `CHAOS-${i}-${randomUUID().slice(0, 6).toUpperCase()}`;
@@ -217,7 +238,7 @@ async function drive(
   })();
 
   const c = clients(mesh);
-  const placed: string[] = [];
+  const placed: PlacedOrder[] = [];
   let rejectedRetries = 0;
   let next = 0;
   // Orders are spread over most of the chaos window, so faults land mid-flow.
@@ -227,16 +248,28 @@ async function drive(
       const n = next++;
       if (n >= options.orders) return;
       await sleep(began + n * spacingMs - Date.now());
-      const id = await placeOne(c.orders, store, n, () => {
+      const order = await placeOne(c.orders, store, n, () => {
         rejectedRetries += 1;
       });
-      if (id !== undefined) placed.push(id);
+      if (order === undefined) continue;
+      placed.push(order);
+      // Some customers change their mind while the saga runs, not waiting for the answer:
+      // half at a random moment, half once the order shows its authorized payment.
+      if (Math.random() < CANCEL_SHARE) {
+        order.cancel = cancelOne(c.orders, order, Math.random() < 0.5);
+      }
     }
   };
   await Promise.all(Array.from({ length: options.concurrency }, worker));
   placing = false;
   log(
     `chaos: ${placed.length} orders placed in ${((Date.now() - began) / 1000).toFixed(1)} s; faults continue`,
+  );
+  const cancels = new Map<string, CancelOutcome>();
+  await Promise.all(
+    placed.map(async (o) => {
+      if (o.cancel !== undefined) cancels.set(o.id, await o.cancel);
+    }),
   );
   await chaos;
   log(`chaos: ${faults.length} faults: ${faults.join(", ")}`);
@@ -261,6 +294,9 @@ async function drive(
     }
     violations.push(...(await verifier.stockViolations(store)));
     violations.push(...(await verifier.paymentViolations(terminal)));
+    const paymentsByOrder = await verifier.paymentsByOrder();
+    const { paths, problems } = classify(placed, terminal, paymentsByOrder, cancels);
+    violations.push(...problems);
     if (notified > 0) violations.push(`${notified} terminal orders without their notification`);
     violations.push(...(await verifier.duplicateNotifications()));
     const deadLetters = await verifier.deadLetters();
@@ -269,7 +305,9 @@ async function drive(
     for (const o of terminal) {
       if (o.status === "CANCELLED") byCode.set(o.cancel_code, (byCode.get(o.cancel_code) ?? 0) + 1);
     }
+    const cancelOutcomes = [...cancels.values()];
     return {
+      paths,
       counts: {
         placed: placed.length,
         confirmed,
@@ -278,6 +316,10 @@ async function drive(
         pending,
         faults: faults.length,
         placeRetries: rejectedRetries,
+        cancelRequests: cancels.size,
+        cancelAccepted: cancelOutcomes.filter((o) => o === "cancelled").length,
+        cancelTooLate: cancelOutcomes.filter((o) => o === "too_late").length,
+        cancelGaveUp: cancelOutcomes.filter((o) => o === "gave_up").length,
         settledMs: settledIn,
         notifications: await verifier.notificationCount(),
         deadLetters: deadLetters.length,
@@ -291,13 +333,28 @@ async function drive(
   }
 }
 
+/** An order the run placed, with its card and, if its customer cancels, how that went. */
+interface PlacedOrder {
+  id: string;
+  card: string;
+  token: string;
+  cancel?: Promise<CancelOutcome>;
+}
+
+/**
+ * What the customer's CancelOrder answered: the order cancelled at its request, too late
+ * (FAILED_PRECONDITION: confirmed, or the stock committed), already cancelled for another
+ * reason, or no answer within its time.
+ */
+type CancelOutcome = "cancelled" | "too_late" | "already_cancelled" | "gave_up";
+
 /** PlaceOrder with retries on any failure, same request_id: idempotency makes it safe. */
 async function placeOne(
   orders: Client<typeof OrderService>,
   store: Store,
   n: number,
   onRetry: () => void,
-): Promise<string | undefined> {
+): Promise<PlacedOrder | undefined> {
   const requestId = randomUUID();
   const token = store.tokens[n % store.tokens.length] ?? "";
   const first = store.products[n % store.products.length];
@@ -318,7 +375,7 @@ async function placeOne(
         },
         { headers: { authorization: `Bearer ${token}` }, timeoutMs: 5_000 },
       );
-      return order?.id;
+      return order === undefined ? undefined : { id: order.id, card, token };
     } catch (reason) {
       if (Date.now() > deadline) return undefined;
       const code = reason instanceof ConnectError ? reason.code : undefined;
@@ -329,10 +386,133 @@ async function placeOne(
   }
 }
 
+/**
+ * CancelOrder as an impatient customer sends it: after a random moment (mostly while the
+ * saga runs), or once GetOrder shows the order's payment, i.e. after the authorization,
+ * when only a void or a refund can undo it. Retried while orders is down or the
+ * compensation is still under way (the same request is idempotent).
+ */
+async function cancelOne(
+  orders: Client<typeof OrderService>,
+  order: PlacedOrder,
+  afterAuthorization: boolean,
+): Promise<CancelOutcome> {
+  const options = { headers: { authorization: `Bearer ${order.token}` }, timeoutMs: 5_000 };
+  if (afterAuthorization) {
+    const until = Date.now() + 10_000;
+    while (Date.now() < until) {
+      const seen = await orders.getOrder({ orderId: order.id }, options).then(
+        (r) => r.order,
+        () => undefined,
+      );
+      if (seen !== undefined && (seen.paymentId !== "" || seen.status !== OrderStatus.PENDING)) {
+        break;
+      }
+      await sleep(15);
+    }
+  } else {
+    await sleep(Math.random() * 250);
+  }
+  const deadline = Date.now() + 120_000;
+  for (;;) {
+    try {
+      const { order: answer } = await orders.cancelOrder(
+        { orderId: order.id, reason: "chaos customer" },
+        options,
+      );
+      return answer?.cancelCode === CancelCode.CUSTOMER_REQUESTED
+        ? "cancelled"
+        : "already_cancelled";
+    } catch (reason) {
+      if (ConnectError.from(reason).code === Code.FailedPrecondition) return "too_late";
+      if (Date.now() > deadline) return "gave_up";
+      await sleep(200);
+    }
+  }
+}
+
+/** A payment of an order, as payments stores it. */
+interface OrderPayment {
+  status: string;
+  captured_minor: bigint;
+}
+
+/**
+ * Sorts the terminal orders by the path they took and checks what each path promises
+ * beyond the ledger-wide checks: a capture-declined card is never charged and its hold is
+ * voided; no cancelled order keeps a hold; what CancelOrder answered is how the order ended.
+ */
+function classify(
+  placed: readonly PlacedOrder[],
+  terminal: readonly TerminalOrder[],
+  paymentsByOrder: ReadonlyMap<string, OrderPayment[]>,
+  cancels: ReadonlyMap<string, CancelOutcome>,
+): { paths: Record<string, number>; problems: string[] } {
+  const paths: Record<string, number> = {
+    confirmed: 0,
+    declined: 0,
+    out_of_stock: 0,
+    capture_failed: 0,
+    customer_cancelled: 0,
+    customer_voided: 0,
+    customer_refunded: 0,
+    other: 0,
+  };
+  const count = (path: string) => {
+    paths[path] = (paths[path] ?? 0) + 1;
+  };
+  const problems: string[] = [];
+  const cards = new Map(placed.map((o) => [o.id, o.card]));
+  for (const o of terminal) {
+    const pays = paymentsByOrder.get(o.id) ?? [];
+    const statuses = pays.map((p) => p.status).join(",");
+    const captureDeclinedCard = cards.get(o.id) === CAPTURE_DECLINED_CARD;
+    if (o.status === "CONFIRMED") count("confirmed");
+    else if (o.cancel_code === "OUT_OF_STOCK") count("out_of_stock");
+    else if (o.cancel_code === "CUSTOMER_REQUESTED") {
+      count("customer_cancelled");
+      if (pays.some((p) => p.status === "refunded")) count("customer_refunded");
+      else if (pays.some((p) => p.status === "voided")) count("customer_voided");
+    } else if (o.cancel_code === "PAYMENT_DECLINED") {
+      if (CAPTURE_DECLINED_REASON.test(o.cancel_reason)) {
+        count("capture_failed");
+        if (statuses !== "voided") {
+          problems.push(`capture-failed ${o.id}: payments [${statuses}] instead of one voided`);
+        }
+      } else count("declined");
+    } else count("other");
+
+    if (o.status === "CANCELLED" && pays.some((p) => p.status === "authorized")) {
+      problems.push(`cancelled ${o.id}: its authorization is still open [${statuses}]`);
+    }
+    if (captureDeclinedCard) {
+      if (o.status === "CONFIRMED") {
+        problems.push(`${o.id}: confirmed on the capture-declined card`);
+      }
+      if (pays.some((p) => p.captured_minor !== 0n)) {
+        problems.push(`${o.id}: captured on the capture-declined card [${statuses}]`);
+      }
+    }
+    const cancel = cancels.get(o.id);
+    const byCustomer = o.status === "CANCELLED" && o.cancel_code === "CUSTOMER_REQUESTED";
+    if (cancel === "cancelled" && !byCustomer) {
+      problems.push(`${o.id}: CancelOrder answered cancelled, the order ended ${o.status}`);
+    }
+    if (cancel === "too_late" && o.status !== "CONFIRMED") {
+      problems.push(`${o.id}: CancelOrder answered too late, the order ended ${o.status}`);
+    }
+    if (cancel === undefined && byCustomer) {
+      problems.push(`${o.id}: cancelled by a customer who never asked`);
+    }
+  }
+  return { paths, problems };
+}
+
 interface TerminalOrder {
   id: string;
   status: string;
   cancel_code: string;
+  cancel_reason: string;
   total_minor: bigint;
 }
 
@@ -355,7 +535,7 @@ async function openVerifier(mesh: Mesh) {
     async terminalOrders(): Promise<TerminalOrder[]> {
       // EUR: 2 decimals.
       return orders<TerminalOrder[]>`
-        select id::text, status, cancel_code,
+        select id::text, status, cancel_code, cancel_reason,
                total_units * 100 + total_nanos / 10000000 as total_minor
         from orders where status <> 'PENDING'`;
     },
@@ -411,6 +591,15 @@ async function openVerifier(mesh: Mesh) {
       if (imbalances.length > 0)
         problems.push(`${imbalances.length} unbalanced ledger transactions`);
       return problems;
+    },
+    async paymentsByOrder(): Promise<Map<string, OrderPayment[]>> {
+      const rows = await paymentsSql<(OrderPayment & { order_id: string })[]>`
+        select order_id::text, status, captured_minor from payments order by created_at`;
+      const byOrder = new Map<string, OrderPayment[]>();
+      for (const { order_id, ...payment } of rows) {
+        byOrder.set(order_id, [...(byOrder.get(order_id) ?? []), payment]);
+      }
+      return byOrder;
     },
     async ordersWithoutNotification(terminal: TerminalOrder[]): Promise<number> {
       const rows = await notifications<{ order_id: string }[]>`

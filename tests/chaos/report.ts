@@ -1,9 +1,15 @@
 import type { ChaosReport } from "./chaos.js";
 
-/** The chaos run's counts, faults and findings, as printed by the test and `make test-chaos`. */
+/**
+ * The chaos run's counts, the paths its orders took, its faults and findings, as printed by
+ * the test and `make test-chaos`.
+ */
 export function formatReport(report: ChaosReport): string {
   const lines = [
     `chaos counts: ${Object.entries(report.counts)
+      .map(([k, v]) => `${k}=${v}`)
+      .join(" ")}`,
+    `chaos paths: ${Object.entries(report.paths)
       .map(([k, v]) => `${k}=${v}`)
       .join(" ")}`,
     `chaos faults: ${report.faults.join(", ")}`,

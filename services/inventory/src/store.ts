@@ -91,8 +91,10 @@ export type CommitOutcome =
  *
  * Concurrency: a change takes the row locks it needs on `stock_levels` in product id order
  * (after the order's `reservations` row, when there is one), so two transactions touching
- * the same products wait for each other instead of deadlocking, and availability is checked
- * on locked rows. The table's check constraints hold the invariant whatever the code does.
+ * the same products wait for each other instead of deadlocking. The stock rows are locked
+ * last, by the UPDATEs that change them, which re-check availability on the locked row; a
+ * reservation that cannot succeed is refused from a plain read and locks nothing. The
+ * table's check constraints hold the invariant whatever the code does.
  */
 export interface InventoryStore {
   getStock(productId: string): Promise<StockRow | undefined>;
@@ -203,35 +205,53 @@ export function createInventoryStore(sql: Sql, names: EventNames): InventoryStor
     return { ...head, items: [...items] };
   }
 
-  /** Locks the stock rows of `productIds` in product id order (the deadlock-free order). */
-  async function lockStock(tx: Sql, productIds: readonly string[]): Promise<Map<string, StockRow>> {
-    if (productIds.length === 0) return new Map();
-    const rows = await tx<StockRow[]>`
-      select ${tx.unsafe(stockColumns)} from stock_levels
-      where product_id in ${tx([...productIds])}
-      order by product_id
-      for update`;
-    return new Map(rows.map((r) => [r.product_id, r]));
-  }
-
-  /** Adds signed deltas to locked rows; returns the rows after the change. */
-  async function applyDeltas(
+  /**
+   * Adds signed deltas to stock rows, one UPDATE per product in product id order (the
+   * deadlock-free order), all sent before any answer is awaited: the row locks are taken
+   * by these statements, so they come last in a transaction and each row stays locked for
+   * the rest of it only (an event write and the commit), not across a read-decide-write
+   * exchange with this process. With `ifAvailable`, a product whose available units would
+   * drop below zero is left untouched and reported as `undefined` (the caller refuses and
+   * rolls back); without, the table's check constraints are the guard. `deltas` must be
+   * sorted by product id.
+   */
+  async function adjustStock(
     tx: Sql,
     deltas: readonly { productId: string; onHand: number; reserved: number }[],
-  ): Promise<StockRow[]> {
-    const values = deltas.map((d) => [d.productId, String(d.onHand), String(d.reserved)]);
-    const rows = await tx<StockRow[]>`
-      update stock_levels s
-      set on_hand = s.on_hand + v.on_hand::bigint,
-          reserved = s.reserved + v.reserved::bigint,
-          updated_at = now()
-      from (values ${tx(values)}) as v (product_id, on_hand, reserved)
-      where s.product_id = v.product_id::uuid
-      returning ${tx.unsafe(stockColumns.replace(/(\w+)/g, "s.$1"))}`;
-    if (rows.length !== deltas.length) {
-      throw new Error(`stock change touched ${rows.length} of ${deltas.length} products`);
+    ifAvailable = false,
+  ): Promise<(StockRow | undefined)[]> {
+    // execute() sends each now, in this order; awaiting alone would send them later.
+    const results = await Promise.all(
+      deltas.map((d) =>
+        tx<StockRow[]>`
+          update stock_levels
+          set on_hand = on_hand + ${d.onHand}, reserved = reserved + ${d.reserved}, updated_at = now()
+          where product_id = ${d.productId}
+            ${ifAvailable ? tx`and on_hand - reserved >= ${d.reserved}` : tx``}
+          returning ${tx.unsafe(stockColumns)}`.execute(),
+      ),
+    );
+    return results.map(([row]) => row);
+  }
+
+  /** The rows adjustStock changed, when it changed all `count`; else the change is a bug. */
+  function changedAll(rows: readonly (StockRow | undefined)[], count: number): StockRow[] {
+    const changed = rows.filter((r): r is StockRow => r !== undefined);
+    if (changed.length !== count) {
+      throw new Error(`stock change touched ${changed.length} of ${count} products`);
     }
-    return [...rows].sort((a, b) => compare(a.product_id, b.product_id));
+    return changed;
+  }
+
+  /** Available units of each product of `items` that has a stock record, without a lock. */
+  async function availableOf(
+    q: Sql,
+    items: readonly ReservationItemRow[],
+  ): Promise<Map<string, bigint>> {
+    const rows = await q<{ product_id: string; available: bigint }[]>`
+      select product_id, on_hand - reserved as available from stock_levels
+      where product_id in ${q(items.map((i) => i.product_id))}`;
+    return new Map(rows.map((r) => [r.product_id, r.available]));
   }
 
   async function setStatus(
@@ -326,73 +346,117 @@ export function createInventoryStore(sql: Sql, names: EventNames): InventoryStor
       }
     },
 
-    reserve(rawOrderId, requested, deadline) {
+    async reserve(rawOrderId, requested, deadline) {
       const orderId = rawOrderId.toLowerCase();
       const items = requested.map((i) => ({
         product_id: i.product_id.toLowerCase(),
         quantity: i.quantity,
       }));
       const sorted = [...items].sort((a, b) => compare(a.product_id, b.product_id));
+      // A refusal is answered from one plain read when the order has no reservation yet:
+      // in a flash sale most callers want a sold-out product, and none of them should wait
+      // for (or take) the stock row's lock, queued behind the orders that can succeed, to
+      // learn that. The read is a committed snapshot, so the refusal is as true as one made
+      // under the lock a moment earlier; a caller that sent the same order twice at once
+      // may get a refusal and a reservation, and releasing after a refusal (as the order
+      // saga does) clears either.
+      const [seen] = await sql<{ reservation: string | null; stock: Record<string, string> }[]>`
+        select
+          (select status from reservations where order_id = ${orderId}) as reservation,
+          coalesce(
+            (select json_object_agg(product_id, (on_hand - reserved)::text) from stock_levels
+             where product_id in ${sql(sorted.map((i) => i.product_id))}),
+            '{}'::json) as stock`;
+      const fresh = seen !== undefined && seen.reservation === null;
+      if (fresh) {
+        const available = new Map(
+          Object.entries(seen.stock).map(([id, units]) => [id, BigInt(units)]),
+        );
+        const refusal = shortageIn(items, available);
+        if (refusal !== undefined) return refusal;
+      }
+      const deltas = sorted.map((i) => ({
+        productId: i.product_id,
+        onHand: 0,
+        reserved: i.quantity,
+      }));
       return transaction(async (tx): Promise<ReserveOutcome> => {
         // Claiming the order id first serializes concurrent attempts for one order: a
         // second one waits here for the first to commit (then finds its reservation) or
-        // roll back (then makes its own).
-        const [claimed] = await tx<ReservationHead[]>`
+        // roll back (then makes its own). For an order seen without a reservation, the
+        // conditional stock updates go out with the claim, unanswered, and take the row
+        // locks last; a retry (the order was seen with one) answers without touching stock.
+        const claim = tx<ReservationHead[]>`
           insert into reservations (order_id, status) values (${orderId}, 'reserved')
           on conflict (order_id) do nothing
-          returning ${tx.unsafe(reservationColumns)}`;
+          returning ${tx.unsafe(reservationColumns)}`.execute();
+        const sent = fresh ? adjustStock(tx, deltas, true) : undefined;
+        // When the claim fails, the transaction's error is the claim's; the updates sent
+        // after it fail too, unobserved.
+        sent?.catch(() => {});
+        const [claimed] = await claim;
         if (claimed === undefined) {
+          // Whatever the updates sent along held is rolled back with the transaction.
+          await sent;
           const existing = await loadReservation(tx, orderId, false);
           if (existing === undefined) throw new Error("claimed reservation disappeared");
-          if (existing.status === "released") return { kind: "released", reservation: existing };
-          if (!sameItems(existing.items, sorted))
-            return { kind: "mismatch", reservation: existing };
-          return { kind: "existing", reservation: existing };
-        }
-        const stock = await lockStock(
-          tx,
-          sorted.map((i) => i.product_id),
-        );
-        // An unknown product is reported before a shortage anywhere: it is permanent, while
-        // a shortage may pass, so the caller learns first what no retry can fix.
-        for (const item of items) {
-          if (!stock.has(item.product_id)) {
-            throw new Refusal({ kind: "unknown_product", productId: item.product_id });
+          if (existing.status === "released") {
+            throw new Refusal({ kind: "released", reservation: existing });
           }
+          if (!sameItems(existing.items, sorted)) {
+            throw new Refusal({ kind: "mismatch", reservation: existing });
+          }
+          throw new Refusal({ kind: "existing", reservation: existing });
         }
-        for (const item of items) {
-          const row = stock.get(item.product_id);
-          const available = row === undefined ? 0n : row.on_hand - row.reserved;
-          if (available < BigInt(item.quantity)) {
-            throw new Refusal({
+        const rows = await (sent ?? adjustStock(tx, deltas, true));
+        const short = new Set(sorted.filter((_, k) => rows[k] === undefined));
+        const first = items.find((i) => [...short].some((s) => s.product_id === i.product_id));
+        if (first !== undefined) {
+          // Sold between the lock-free read and the update. The reason comes from a fresh
+          // read; should units have come back in that instant, the refusal still names the
+          // product the update found short, with what is available now.
+          const available = await availableOf(tx, items);
+          throw new Refusal(
+            shortageIn(items, available) ?? {
               kind: "insufficient",
-              productId: item.product_id,
-              requested: item.quantity,
-              available,
-            });
-          }
+              productId: first.product_id,
+              requested: first.quantity,
+              available: available.get(first.product_id) ?? 0n,
+            },
+          );
         }
-        const levels = await applyDeltas(
-          tx,
-          sorted.map((i) => ({ productId: i.product_id, onHand: 0, reserved: i.quantity })),
-        );
-        await tx`
-          insert into reservation_items ${tx(
-            sorted.map((i) => ({ order_id: orderId, ...i })),
-            "order_id",
-            "product_id",
-            "quantity",
-          )}`;
-        await writeEvents(tx, names, [
-          newEvent(StockReservedSchema, { orderId, items: toReservationItems(sorted) }),
-          ...levels.map(levelChanged),
+        const levels = changedAll(rows, sorted.length);
+        await Promise.all([
+          tx`
+            insert into reservation_items ${tx(
+              sorted.map((i) => ({ order_id: orderId, ...i })),
+              "order_id",
+              "product_id",
+              "quantity",
+            )}`.execute(),
+          writeEvents(tx, names, [
+            newEvent(StockReservedSchema, { orderId, items: toReservationItems(sorted) }),
+            ...levels.map(levelChanged),
+          ]),
         ]);
         return { kind: "reserved", reservation: { ...claimed, items: sorted } };
       }, deadline);
     },
 
-    release(rawOrderId, deadline) {
+    async release(rawOrderId, deadline) {
       const orderId = rawOrderId.toLowerCase();
+      if (deadline !== undefined && Date.now() >= deadline) throw new DeadlinePassedError();
+      // The common release in a flash sale is of an order refused as out of stock, which
+      // holds nothing: its RELEASED record is one statement, outside a transaction. (It
+      // waits only for a reservation of the same order being made right now, which gives
+      // up at its own caller's deadline.)
+      const [tombstone] = await sql<ReservationHead[]>`
+        insert into reservations (order_id, status) values (${orderId}, 'released')
+        on conflict (order_id) do nothing
+        returning ${sql.unsafe(reservationColumns)}`;
+      if (tombstone !== undefined) {
+        return { kind: "released", reservation: { ...tombstone, items: [] }, unitsReleased: false };
+      }
       return transaction(async (tx): Promise<ReleaseOutcome> => {
         // A release that comes first leaves a RELEASED record, so a ReserveStock for the
         // order arriving late (the saga compensated after a timeout) is refused.
@@ -413,15 +477,18 @@ export function createInventoryStore(sql: Sql, names: EventNames): InventoryStor
         if (current.status === "released") {
           return { kind: "released", reservation: current, unitsReleased: false };
         }
-        await lockStock(
-          tx,
-          current.items.map((i) => i.product_id),
-        );
-        const levels = await applyDeltas(
-          tx,
-          current.items.map((i) => ({ productId: i.product_id, onHand: 0, reserved: -i.quantity })),
-        );
-        const head = await setStatus(tx, orderId, "released");
+        const [head, rows] = await Promise.all([
+          setStatus(tx, orderId, "released"),
+          adjustStock(
+            tx,
+            current.items.map((i) => ({
+              productId: i.product_id,
+              onHand: 0,
+              reserved: -i.quantity,
+            })),
+          ),
+        ]);
+        const levels = changedAll(rows, current.items.length);
         await writeEvents(tx, names, [
           newEvent(StockReleasedSchema, { orderId, items: toReservationItems(current.items) }),
           ...levels.map(levelChanged),
@@ -442,19 +509,18 @@ export function createInventoryStore(sql: Sql, names: EventNames): InventoryStor
         if (current.status !== "reserved") {
           return { kind: current.status, reservation: current };
         }
-        await lockStock(
-          tx,
-          current.items.map((i) => i.product_id),
-        );
-        const levels = await applyDeltas(
-          tx,
-          current.items.map((i) => ({
-            productId: i.product_id,
-            onHand: -i.quantity,
-            reserved: -i.quantity,
-          })),
-        );
-        const head = await setStatus(tx, orderId, "committed");
+        const [head, rows] = await Promise.all([
+          setStatus(tx, orderId, "committed"),
+          adjustStock(
+            tx,
+            current.items.map((i) => ({
+              productId: i.product_id,
+              onHand: -i.quantity,
+              reserved: -i.quantity,
+            })),
+          ),
+        ]);
+        const levels = changedAll(rows, current.items.length);
         await writeEvents(tx, names, [
           newEvent(StockCommittedSchema, { orderId, items: toReservationItems(current.items) }),
           ...levels.map(levelChanged),
@@ -499,6 +565,35 @@ export function createInventoryStore(sql: Sql, names: EventNames): InventoryStor
 
 function compare(a: string, b: string): number {
   return a < b ? -1 : a > b ? 1 : 0;
+}
+
+/**
+ * The refusal for `items` given what is available of each product (absent: no stock
+ * record): an unknown product before a shortage anywhere, since it is permanent while a
+ * shortage may pass, so the caller learns first what no retry can fix; each in request
+ * order. Undefined when every item can be held.
+ */
+function shortageIn(
+  items: readonly ReservationItemRow[],
+  available: ReadonlyMap<string, bigint>,
+): ReserveOutcome | undefined {
+  for (const item of items) {
+    if (!available.has(item.product_id)) {
+      return { kind: "unknown_product", productId: item.product_id };
+    }
+  }
+  for (const item of items) {
+    const units = available.get(item.product_id) ?? 0n;
+    if (units < BigInt(item.quantity)) {
+      return {
+        kind: "insufficient",
+        productId: item.product_id,
+        requested: item.quantity,
+        available: units,
+      };
+    }
+  }
+  return undefined;
 }
 
 /** Whether two item lists (each sorted by product id) hold the same quantities. */

@@ -21,7 +21,10 @@ export interface SagaWorkerOptions {
   store: OrdersStore;
   /** Runs one step of a claimed saga (saga.ts's runStep with its dependencies). */
   runStep(saga: SagaRow, record: OrderRecord): Promise<Decide>;
-  /** Called after every recorded step, so waiting CancelOrder / WatchOrder calls look again. */
+  /**
+   * Called after a recorded step changed the order as clients see it (terminal, or its
+   * payment recorded), so waiting CancelOrder / WatchOrder calls look again.
+   */
   onChange(orderId: string): void;
   logger: Logger;
   registry: Registry;
@@ -85,6 +88,7 @@ export function createSagaWorker(options: SagaWorkerOptions): SagaWorker {
         const outcome = await store.record(current.order_id, token, decide, {
           leaseMs,
           keepClaim: !stopped,
+          known: current,
         });
         steps.inc({
           step: current.step,
@@ -97,7 +101,17 @@ export function createSagaWorker(options: SagaWorkerOptions): SagaWorker {
           );
           return;
         }
-        options.onChange(current.order_id);
+        // Only what a client can see wakes the waiters (WatchOrder, CancelOrder): the order
+        // becoming terminal or getting its payment. A step that moved only the saga would
+        // have every watcher re-read an unchanged order (three times per order in a flash
+        // sale, for as many watchers as orders).
+        if (
+          outcome.kind === "finished" ||
+          (outcome.kind === "claimed" && outcome.saga.payment_id !== current.payment_id) ||
+          (outcome.kind === "parked" && outcome.transition !== "retry")
+        ) {
+          options.onChange(current.order_id);
+        }
         if (outcome.kind === "finished") {
           const { order: done } = outcome.record;
           finished.inc({ status: done.status, cancel_code: done.cancel_code });

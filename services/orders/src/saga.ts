@@ -3,12 +3,20 @@
  * step are recorded in one transaction (store.record), so a crash anywhere repeats at most
  * the call in flight, which the callee answers as it did the first time.
  *
- *   RESERVE ─▶ AUTHORIZE ─▶ COMMIT_STOCK ─▶ CAPTURE ─▶ (order CONFIRMED)
- *      │           │             │             │
- *      └───────────┴─────────────┴─────────────┴─▶ RELEASE ─▶ VOID ─▶ [REFUND] ─▶ (order CANCELLED)
+ *   RESERVE ─▶ AUTHORIZE ─▶ CAPTURE ─▶ COMMIT_STOCK ─▶ (order CONFIRMED)
+ *      │           │           │            │
+ *      └───────────┴───────────┴────────────┴─▶ RELEASE ─▶ VOID ─▶ [REFUND] ─▶ (order CANCELLED)
  *
- * Out of stock, an unknown product, a declined card or a customer's cancellation start the
- * compensation; so do RESERVE and AUTHORIZE failing transiently SAGA_MAX_ATTEMPTS times.
+ * CAPTURE runs before COMMIT_STOCK because a processor may refuse the capture: the stock
+ * is then still only reserved and goes back with RELEASE, whereas a commit has no undo in
+ * inventory's API. (A saga recorded at COMMIT_STOCK before CAPTURE, by an older release,
+ * still finishes: each of the two steps goes on to the other until both are done.)
+ *
+ * Out of stock, an unknown product, a declined card, a declined capture or a customer's
+ * cancellation start the compensation; so do RESERVE and AUTHORIZE failing transiently
+ * SAGA_MAX_ATTEMPTS times.
+ * VOID is skipped when no money can be held (the order never reached AUTHORIZE, or the
+ * card was declined).
  * Later steps and the compensation retry transient failures until they succeed: after
  * CommitReservation the stock cannot be given back through inventory's API, and a
  * compensation that gave up would leave stock held or money taken. RELEASE is skipped
@@ -104,10 +112,12 @@ export function planCancel(saga: SagaRow, inFlight: boolean): CancelPlan {
     case "RESERVE":
     case "AUTHORIZE":
       return inFlight ? "flag" : "compensate";
+    case "CAPTURE":
+      // commit_sent: a saga of the older order of steps, which committed before capturing.
+      if (saga.commit_sent) return "too_late";
+      return inFlight ? "flag" : "compensate";
     case "COMMIT_STOCK":
       return saga.commit_sent ? "too_late" : "compensate";
-    case "CAPTURE":
-      return "too_late";
     default:
       return "cancelling";
   }
@@ -147,12 +157,30 @@ function compensate(
   };
 }
 
-/** A forward step succeeded: go on, unless the customer cancelled meanwhile. */
+/**
+ * A forward step succeeded: go on, unless the customer cancelled meanwhile and the stock is
+ * not committed (then only confirming is left).
+ */
 function forward(next: "AUTHORIZE" | "COMMIT_STOCK" | "CAPTURE", changes: SagaChanges): Decide {
   return (saga) =>
-    saga.cancel_requested && next !== "CAPTURE"
+    saga.cancel_requested && (changes.stock_state ?? saga.stock_state) !== "COMMITTED"
       ? compensate(saga, "CUSTOMER_REQUESTED", "", changes)
       : { kind: "next", step: next, changes };
+}
+
+/**
+ * CAPTURE or COMMIT_STOCK succeeded: the order is confirmed once the money is captured (or
+ * there is none) and the stock committed, else the other of the two runs next.
+ */
+function settleForward(record: OrderRecord, changes: SagaChanges): Decide {
+  return (saga) => {
+    const stock = changes.stock_state ?? saga.stock_state;
+    const paid = (changes.payment_state ?? saga.payment_state) === "CAPTURED";
+    if (stock === "COMMITTED" && (paid || isZero(total(record)))) {
+      return { kind: "confirm", changes };
+    }
+    return forward(stock === "COMMITTED" ? "CAPTURE" : "COMMIT_STOCK", changes)(saga);
+  };
 }
 
 /** A step hit a business outcome that ends the order. */
@@ -195,6 +223,37 @@ function retry(deps: SagaDeps, err: ConnectError, what: string): Decide {
       error: describe(err),
     };
   };
+}
+
+/**
+ * Whether VOID would cancel without calling payments: nothing is charged, or no money is
+ * held and none may be (no authorization was ever sent, or its outcome already released
+ * it).
+ */
+export function nothingToVoid(saga: SagaRow, record: OrderRecord): boolean {
+  if (isZero(total(record))) return true;
+  switch (saga.payment_state) {
+    case "NONE":
+      return !saga.auth_sent;
+    case "DECLINED":
+    case "VOIDED":
+    case "REFUNDED":
+      return true;
+    default:
+      return false;
+  }
+}
+
+/**
+ * The stock is settled: on to VOID, or, when it would have nothing to do (an order that
+ * never reached its authorization, as every out-of-stock one), straight to CANCELLED, one
+ * recorded step sooner. Decided against the saga as recorded.
+ */
+function settlePayment(record: OrderRecord, changes: SagaChanges): Decide {
+  return (saga) =>
+    nothingToVoid(saga, record)
+      ? { kind: "cancel", changes }
+      : { kind: "next", step: "VOID", changes };
 }
 
 function total(record: OrderRecord): Amount {
@@ -318,14 +377,14 @@ export async function runStep(saga: SagaRow, record: OrderRecord, deps: SagaDeps
           payment_id: outcome.id,
           wipe_card: true,
         };
-        if (state === "AUTHORIZED" || state === "CAPTURED") return forward("COMMIT_STOCK", changes);
+        if (state === "AUTHORIZED" || state === "CAPTURED") return forward("CAPTURE", changes);
         return fail("INTERNAL_ERROR", "the payment was not authorized", changes);
       }
 
       case "COMMIT_STOCK":
         try {
           await inventory.commitReservation({ orderId }, call);
-          return forward("CAPTURE", { stock_state: "COMMITTED" });
+          return settleForward(record, { stock_state: "COMMITTED" });
         } catch (reason) {
           const err = ConnectError.from(reason);
           if (isTransient(err)) return retry(deps, err, "committing the stock");
@@ -337,7 +396,7 @@ export async function runStep(saga: SagaRow, record: OrderRecord, deps: SagaDeps
 
       case "CAPTURE": {
         if (saga.payment_state === "CAPTURED" || isZero(total(record))) {
-          return () => ({ kind: "confirm" });
+          return settleForward(record, {});
         }
         if (saga.payment_id === null) {
           deps.logger.error({ orderId }, "CAPTURE without an authorized payment");
@@ -348,16 +407,25 @@ export async function runStep(saga: SagaRow, record: OrderRecord, deps: SagaDeps
             { paymentId: saga.payment_id, idempotencyKey: paymentKeys.capture(orderId) },
             call,
           );
-          return () => ({ kind: "confirm", changes: { payment_state: "CAPTURED" } });
+          return settleForward(record, { payment_state: "CAPTURED" });
         } catch (reason) {
           const err = ConnectError.from(reason);
           if (isTransient(err)) return retry(deps, err, "capturing the payment");
-          // The stock is committed and cannot be put back through inventory's API: the
-          // order is cancelled (money nets zero) and an operator must restock by hand.
-          deps.logger.error(
-            { orderId, error: describe(err) },
-            "the payment could not be captured after the stock was committed; restock manually",
-          );
+          // Compensated like any failure: the stock, still only reserved, is released and
+          // the authorization voided. Only a saga that committed before capturing (the
+          // older order of steps) leaves stock behind, for an operator to restock.
+          if (saga.stock_state === "COMMITTED") {
+            deps.logger.error(
+              { orderId, error: describe(err) },
+              "the payment could not be captured after the stock was committed; restock manually",
+            );
+          }
+          const [info] = errorInfosOf(err);
+          if (info?.reason === "CAPTURE_DECLINED") {
+            const why = (info.metadata.decline_code ?? "card_declined").replaceAll("_", " ");
+            return fail("PAYMENT_DECLINED", `payment declined at capture: ${why}`);
+          }
+          deps.logger.error({ orderId, error: describe(err) }, "CapturePayment refused the order");
           return fail("INTERNAL_ERROR", "the payment could not be captured");
         }
       }
@@ -365,7 +433,7 @@ export async function runStep(saga: SagaRow, record: OrderRecord, deps: SagaDeps
       case "RELEASE":
         try {
           await inventory.releaseReservation({ orderId }, call);
-          return () => ({ kind: "next", step: "VOID", changes: { stock_state: "RELEASED" } });
+          return settlePayment(record, { stock_state: "RELEASED" });
         } catch (reason) {
           const err = ConnectError.from(reason);
           if (err.code === Code.FailedPrecondition && saga.commit_sent) {
@@ -373,7 +441,7 @@ export async function runStep(saga: SagaRow, record: OrderRecord, deps: SagaDeps
               { orderId },
               "the reservation of a cancelled order was committed; restock manually",
             );
-            return () => ({ kind: "next", step: "VOID", changes: { stock_state: "COMMITTED" } });
+            return settlePayment(record, { stock_state: "COMMITTED" });
           }
           return retry(deps, err, "releasing the stock");
         }

@@ -195,7 +195,8 @@ export interface OrdersStore {
   ): Promise<CancelOutcome>;
   /**
    * Claims up to `limit` due sagas for `leaseMs` (skipping rows another replica is claiming
-   * right now) and counts the attempt.
+   * right now) and counts the attempt: sagas already under way before new ones, each
+   * earliest due first.
    */
   claimDue(limit: number, leaseMs: number): Promise<SagaRow[]>;
   /**
@@ -208,7 +209,15 @@ export interface OrdersStore {
     orderId: string,
     token: string,
     decide: (saga: SagaRow) => Transition,
-    options: { leaseMs: number; keepClaim: boolean },
+    options: {
+      leaseMs: number;
+      keepClaim: boolean;
+      /**
+       * The saga as the caller's claim returned it. A step that moves only the saga is
+       * then written without a lock when the row is still so (checked in the write).
+       */
+      known?: SagaRow;
+    },
   ): Promise<RecordOutcome>;
   getSaga(orderId: string): Promise<SagaRow | undefined>;
 }
@@ -219,6 +228,19 @@ const itemColumns =
   "order_id, position, product_id, sku, name, quantity, unit_units, unit_nanos, line_units, line_nanos";
 const sagaColumns =
   "order_id, step, attempts, next_attempt_at, claim_token, cancel_requested, cancel_code, cancel_reason, stock_state, payment_state, payment_id, auth_sent, commit_sent, card_sealed, last_error";
+
+/** An order line as getIn reads it: money units as text, so no bigint passes through a double. */
+type JsonItem = Omit<OrderItemRow, "order_id" | "unit_units" | "line_units"> & {
+  unit_units: string;
+  line_units: string;
+};
+
+/** Thrown inside create's transaction to roll it back: another request took the request id. */
+class RequestIdTaken extends Error {
+  constructor() {
+    super("request id taken");
+  }
+}
 
 /** The pool or a transaction on it (what writeEvents takes too). */
 type Db = Parameters<typeof writeEvents>[0];
@@ -239,6 +261,77 @@ function changedColumns(changes: SagaChanges | undefined): Record<string, string
   if (changes.cancel_code !== undefined) columns.cancel_code = changes.cancel_code;
   if (changes.cancel_reason !== undefined) columns.cancel_reason = changes.cancel_reason;
   return columns;
+}
+
+/** Whether a transition writes the order row too (its payment id), not only the saga. */
+function touchesOrder(transition: Transition): boolean {
+  return (
+    transition.changes?.payment_id !== undefined &&
+    transition.changes.payment_state === "AUTHORIZED"
+  );
+}
+
+/** Whether anyone but the claim holder changed what a step's decision reads. */
+function unchangedSince(now: SagaRow, known: SagaRow): boolean {
+  return (
+    now.claim_token === known.claim_token &&
+    now.step === known.step &&
+    now.cancel_requested === known.cancel_requested &&
+    now.cancel_code === known.cancel_code &&
+    now.cancel_reason === known.cancel_reason
+  );
+}
+
+/**
+ * Writes a transition that keeps the saga going ("next" or "retry") in one statement. With
+ * `known`, only if the row is still as the claim holder knew it (claim and cancellation
+ * unchanged; nothing else is written by anyone else while a claim is live), else nothing
+ * is written and the result is undefined; without, the caller holds the row's lock.
+ */
+async function writeStep(
+  db: Db,
+  orderId: string,
+  transition: Extract<Transition, { kind: "next" | "retry" }>,
+  { leaseMs, keepClaim }: { leaseMs: number; keepClaim: boolean },
+  known?: SagaRow,
+): Promise<RecordOutcome | undefined> {
+  const guard =
+    known === undefined
+      ? db``
+      : db`and claim_token = ${known.claim_token} and step = ${known.step}
+           and cancel_requested = ${known.cancel_requested}
+           and cancel_code = ${known.cancel_code} and cancel_reason = ${known.cancel_reason}`;
+  // Every branch writes last_error, so the column list is never empty.
+  const columns = changedColumns(transition.changes);
+  if (transition.kind === "retry") {
+    const rows = await db`
+      update order_sagas set ${db({ ...columns, last_error: transition.error })},
+        claim_token = null,
+        next_attempt_at = now() + make_interval(secs => ${seconds(transition.delayMs)}),
+        updated_at = now()
+      where order_id = ${orderId} ${guard}`;
+    return rows.count === 0 ? undefined : { kind: "parked", transition: transition.kind };
+  }
+  const { step } = transition;
+  if (!keepClaim) {
+    const rows = await db`
+      update order_sagas set ${db({ ...columns, step, attempts: 0, last_error: null })},
+        claim_token = null, next_attempt_at = now(), updated_at = now()
+      where order_id = ${orderId} ${guard}`;
+    return rows.count === 0 ? undefined : { kind: "parked", transition: transition.kind };
+  }
+  const [next] = await db<SagaRow[]>`
+    update order_sagas set ${db({ ...columns, step, attempts: 1, last_error: null })},
+      claim_token = gen_random_uuid(),
+      next_attempt_at = now() + make_interval(secs => ${seconds(leaseMs)}),
+      auth_sent = auth_sent or ${step} = 'AUTHORIZE',
+      commit_sent = commit_sent or ${step} = 'COMMIT_STOCK',
+      updated_at = now()
+    where order_id = ${orderId} ${guard}
+    returning ${db.unsafe(sagaColumns)}`;
+  return next === undefined
+    ? undefined
+    : { kind: "claimed", transition: transition.kind, saga: next };
 }
 
 /**
@@ -269,13 +362,33 @@ export function createOrdersStore(sql: Sql, names: EventNames): OrdersStore {
     return orders.map((order) => ({ order, items: items.get(order.id) ?? [] }));
   }
 
-  async function getIn(tx: Db, orderId: string, userId?: string) {
+  /**
+   * One order with its lines in one statement (the lines as JSON, money as text): this is
+   * what every WatchOrder wake-up and every saga reads, so it costs one round trip.
+   */
+  async function getIn(tx: Db, orderId: string, userId?: string): Promise<OrderRecord | undefined> {
     const owner = userId === undefined ? tx`` : tx`and user_id = ${userId}`;
-    const [order] = await tx<OrderRow[]>`
-      select ${tx.unsafe(orderColumns)} from orders where id = ${orderId} ${owner}`;
-    if (order === undefined) return undefined;
-    const [record] = await withItems(tx, [order]);
-    return record;
+    const [row] = await tx<(OrderRow & { lines: JsonItem[] })[]>`
+      select ${tx.unsafe(orderColumns)},
+        coalesce(
+          (select json_agg(json_build_object(
+              'position', position, 'product_id', product_id, 'sku', sku, 'name', name,
+              'quantity', quantity, 'unit_units', unit_units::text, 'unit_nanos', unit_nanos,
+              'line_units', line_units::text, 'line_nanos', line_nanos) order by position)
+           from order_items where order_id = orders.id),
+          '[]'::json) as lines
+      from orders where id = ${orderId} ${owner}`;
+    if (row === undefined) return undefined;
+    const { lines, ...order } = row;
+    return {
+      order,
+      items: lines.map((l) => ({
+        ...l,
+        order_id: order.id,
+        unit_units: BigInt(l.unit_units),
+        line_units: BigInt(l.line_units),
+      })),
+    };
   }
 
   /** Makes the order terminal with its event; the saga row is already locked by the caller. */
@@ -289,23 +402,26 @@ export function createOrdersStore(sql: Sql, names: EventNames): OrdersStore {
       status === "CONFIRMED" ? "" : changes?.cancel_code || saga.cancel_code || "INTERNAL_ERROR";
     const reason = status === "CONFIRMED" ? "" : (changes?.cancel_reason ?? saga.cancel_reason);
     const { card_sealed: _wiped, ...columns } = changedColumns(changes);
-    await tx`
-      update order_sagas set ${tx({ ...columns, step: "DONE", last_error: null })},
-        claim_token = null, card_sealed = null, updated_at = now()
-      where order_id = ${saga.order_id}`;
     const paymentId = status === "CONFIRMED" ? (changes?.payment_id ?? saga.payment_id) : null;
-    const [order] = await tx<OrderRow[]>`
-      update orders set status = ${status}, cancel_code = ${code}, cancel_reason = ${reason},
-        payment_id = coalesce(payment_id, ${paymentId}::uuid), updated_at = now()
-      where id = ${saga.order_id} and status = 'PENDING'
-      returning ${tx.unsafe(orderColumns)}`;
+    // Sent together, answered in one round trip (the event needs the order as updated).
+    const [, [order], items] = await Promise.all([
+      tx`
+        update order_sagas set ${tx({ ...columns, step: "DONE", last_error: null })},
+          claim_token = null, card_sealed = null, updated_at = now()
+        where order_id = ${saga.order_id}`.execute(),
+      tx<OrderRow[]>`
+        update orders set status = ${status}, cancel_code = ${code}, cancel_reason = ${reason},
+          payment_id = coalesce(payment_id, ${paymentId}::uuid), updated_at = now()
+        where id = ${saga.order_id} and status = 'PENDING'
+        returning ${tx.unsafe(orderColumns)}`.execute(),
+      itemsOf(tx, [saga.order_id]),
+    ]);
     if (order === undefined) {
       // Only the saga makes an order terminal, under this saga row's lock: a second
       // terminal write means the rows disagree, which must not be papered over.
       throw new Error(`order ${saga.order_id} is not PENDING while its saga was running`);
     }
-    const [record] = await withItems(tx, [order]);
-    if (record === undefined) throw new Error(`order ${saga.order_id} vanished`);
+    const record: OrderRecord = { order, items: items.get(order.id) ?? [] };
     const init = { orderId: order.id, userId: order.user_id, order: toOrder(record) };
     await writeEvents(tx, names, [
       status === "CONFIRMED"
@@ -317,54 +433,67 @@ export function createOrdersStore(sql: Sql, names: EventNames): OrdersStore {
 
   return {
     async create(o) {
-      return sql.begin(async (tx): Promise<CreateOutcome> => {
-        const { priced } = o;
-        const [inserted] = await tx<OrderRow[]>`
-          insert into orders (id, user_id, request_id, request_hash, status, currency, total_units, total_nanos, card_last4)
-          values (${o.id}, ${o.userId}, ${o.requestId}, ${o.requestHash}, 'PENDING', ${priced.currency},
-                  ${priced.total.units.toString()}, ${priced.total.nanos}, ${o.cardLast4})
-          on conflict (user_id, request_id) do nothing
-          returning ${tx.unsafe(orderColumns)}`;
-        if (inserted === undefined) {
-          // A concurrent or earlier request with this id committed first.
-          const [existing] = await tx<OrderRow[]>`
-            select ${tx.unsafe(orderColumns)} from orders
-            where user_id = ${o.userId} and request_id = ${o.requestId}`;
-          if (existing === undefined) throw new Error("request id conflict without an order");
-          if (existing.request_hash !== o.requestHash) return { kind: "conflict" };
-          const [record] = await withItems(tx, [existing]);
-          if (record === undefined) throw new Error("replayed order vanished");
-          return { kind: "replayed", record };
-        }
-        const values = priced.lines.map((line, position) => ({
-          order_id: o.id,
-          position,
-          product_id: line.productId,
-          sku: line.sku,
-          name: line.name,
-          quantity: line.quantity,
-          unit_units: line.unit.units.toString(),
-          unit_nanos: line.unit.nanos,
-          line_units: line.line.units.toString(),
-          line_nanos: line.line.nanos,
-        }));
-        const items = await tx<OrderItemRow[]>`
-          insert into order_items ${tx(values, "order_id", "position", "product_id", "sku", "name", "quantity", "unit_units", "unit_nanos", "line_units", "line_nanos")}
-          returning ${tx.unsafe(itemColumns)}`;
-        items.sort((a, b) => a.position - b.position);
-        await tx`
-          insert into order_sagas (order_id, step, card_sealed)
-          values (${o.id}, 'RESERVE', ${o.cardSealed})`;
-        const record = { order: inserted, items };
-        await writeEvents(tx, names, [
-          newEvent(OrderPlacedSchema, {
-            orderId: inserted.id,
-            userId: inserted.user_id,
-            order: toOrder(record),
-          }),
-        ]);
+      const { priced } = o;
+      const values = priced.lines.map((line, position) => ({
+        order_id: o.id,
+        position,
+        product_id: line.productId,
+        sku: line.sku,
+        name: line.name,
+        quantity: line.quantity,
+        unit_units: line.unit.units.toString(),
+        unit_nanos: line.unit.nanos,
+        line_units: line.line.units.toString(),
+        line_nanos: line.line.nanos,
+      }));
+      try {
+        const record = await sql.begin(async (tx): Promise<OrderRecord> => {
+          // The order, its lines and its saga go out together (execute() sends each now)
+          // and come back in one round trip: in a burst PlaceOrder waits mostly for a pool
+          // connection, which a transaction holds for each of its round trips.
+          const order = tx<OrderRow[]>`
+            insert into orders (id, user_id, request_id, request_hash, status, currency, total_units, total_nanos, card_last4)
+            values (${o.id}, ${o.userId}, ${o.requestId}, ${o.requestHash}, 'PENDING', ${priced.currency},
+                    ${priced.total.units.toString()}, ${priced.total.nanos}, ${o.cardLast4})
+            on conflict (user_id, request_id) do nothing
+            returning ${tx.unsafe(orderColumns)}`.execute();
+          const lines = tx<OrderItemRow[]>`
+            insert into order_items ${tx(values, "order_id", "position", "product_id", "sku", "name", "quantity", "unit_units", "unit_nanos", "line_units", "line_nanos")}
+            returning ${tx.unsafe(itemColumns)}`.execute();
+          const saga = tx`
+            insert into order_sagas (order_id, step, card_sealed)
+            values (${o.id}, 'RESERVE', ${o.cardSealed})`.execute();
+          const [inserted] = await order;
+          if (inserted === undefined) {
+            // A concurrent or earlier request with this id committed first; the lines and
+            // saga sent along fail (their order row does not exist) and roll back.
+            await Promise.allSettled([lines, saga]);
+            throw new RequestIdTaken();
+          }
+          const [items] = await Promise.all([lines, saga]);
+          items.sort((a, b) => a.position - b.position);
+          const created = { order: inserted, items: [...items] };
+          await writeEvents(tx, names, [
+            newEvent(OrderPlacedSchema, {
+              orderId: inserted.id,
+              userId: inserted.user_id,
+              order: toOrder(created),
+            }),
+          ]);
+          return created;
+        });
         return { kind: "created", record };
-      });
+      } catch (reason) {
+        if (!(reason instanceof RequestIdTaken)) throw reason;
+      }
+      const [existing] = await sql<OrderRow[]>`
+        select ${sql.unsafe(orderColumns)} from orders
+        where user_id = ${o.userId} and request_id = ${o.requestId}`;
+      if (existing === undefined) throw new Error("request id conflict without an order");
+      if (existing.request_hash !== o.requestHash) return { kind: "conflict" };
+      const replayed = await getIn(sql, existing.id);
+      if (replayed === undefined) throw new Error("replayed order vanished");
+      return { kind: "replayed", record: replayed };
     },
 
     async findByRequest(userId, requestId) {
@@ -434,7 +563,11 @@ export function createOrdersStore(sql: Sql, names: EventNames): OrdersStore {
         with due as (
           select order_id from order_sagas
           where step <> 'DONE' and next_attempt_at <= now()
-          order by next_attempt_at
+          -- Sagas under way first (a retry, a step left for any replica, a compensation),
+          -- then new ones, each oldest first: in a burst a retry would otherwise wait
+          -- behind every order placed before it came due, holding its stock (or money)
+          -- all that time.
+          order by (step = 'RESERVE' and attempts = 0), next_attempt_at
           limit ${limit}
           for update skip locked
         )
@@ -455,52 +588,42 @@ export function createOrdersStore(sql: Sql, names: EventNames): OrdersStore {
         )}`;
     },
 
-    async record(orderId, token, decide, { leaseMs, keepClaim }) {
+    async record(orderId, token, decide, { leaseMs, keepClaim, known }) {
+      // The common case needs no lock: the worker holds the saga as its claim returned it,
+      // and a step that only moves the saga is one conditional UPDATE, written only if no
+      // one touched the row since (a customer's cancellation, a lapsed claim). Otherwise,
+      // and for anything that also changes the order, the row is locked and re-decided.
+      const early = known?.claim_token === token ? decide(known) : undefined;
+      if (known !== undefined && early !== undefined && !touchesOrder(early)) {
+        if (early.kind === "next" || early.kind === "retry") {
+          const written = await writeStep(sql, orderId, early, { leaseMs, keepClaim }, known);
+          if (written !== undefined) return written;
+        }
+      }
       return sql.begin(async (tx): Promise<RecordOutcome> => {
         const [saga] = await tx<SagaRow[]>`
           select ${tx.unsafe(sagaColumns)} from order_sagas where order_id = ${orderId} for update`;
         if (saga === undefined || saga.claim_token !== token || saga.step === "DONE") {
           return { kind: "lost" };
         }
-        const transition = decide(saga);
+        // Decided once when nothing changed since the claim (decide logs, and a retry's
+        // delay is random).
+        const transition =
+          early !== undefined && known !== undefined && unchangedSince(saga, known)
+            ? early
+            : decide(saga);
         const changes = transition.changes;
-        if (changes?.payment_id !== undefined && changes.payment_state === "AUTHORIZED") {
+        if (touchesOrder(transition) && changes?.payment_id !== undefined) {
           await tx`
             update orders set payment_id = ${changes.payment_id}, updated_at = now()
             where id = ${orderId} and payment_id is null`;
         }
-        // Every branch writes last_error, so the column list is never empty.
-        const columns = changedColumns(changes);
         switch (transition.kind) {
-          case "next": {
-            const { step } = transition;
-            if (!keepClaim) {
-              await tx`
-                update order_sagas set ${tx({ ...columns, step, attempts: 0, last_error: null })},
-                  claim_token = null, next_attempt_at = now(), updated_at = now()
-                where order_id = ${orderId}`;
-              return { kind: "parked", transition: transition.kind };
-            }
-            const [next] = await tx<SagaRow[]>`
-              update order_sagas set ${tx({ ...columns, step, attempts: 1, last_error: null })},
-                claim_token = gen_random_uuid(),
-                next_attempt_at = now() + make_interval(secs => ${seconds(leaseMs)}),
-                auth_sent = auth_sent or ${step} = 'AUTHORIZE',
-                commit_sent = commit_sent or ${step} = 'COMMIT_STOCK',
-                updated_at = now()
-              where order_id = ${orderId}
-              returning ${tx.unsafe(sagaColumns)}`;
-            if (next === undefined) return { kind: "lost" };
-            return { kind: "claimed", transition: transition.kind, saga: next };
+          case "next":
+          case "retry": {
+            const written = await writeStep(tx, orderId, transition, { leaseMs, keepClaim });
+            return written ?? { kind: "lost" };
           }
-          case "retry":
-            await tx`
-              update order_sagas set ${tx({ ...columns, last_error: transition.error })},
-                claim_token = null,
-                next_attempt_at = now() + make_interval(secs => ${seconds(transition.delayMs)}),
-                updated_at = now()
-              where order_id = ${orderId}`;
-            return { kind: "parked", transition: transition.kind };
           case "confirm":
             return {
               kind: "finished",

@@ -2,6 +2,7 @@ import { randomUUID } from "node:crypto";
 import { setTimeout as sleep } from "node:timers/promises";
 import {
   type AuthorizeOutcome,
+  type CaptureOutcome,
   type CardInput,
   type PaymentProvider,
   ProviderUnavailableError,
@@ -12,7 +13,16 @@ export const TEST_CARDS = {
   approved: "4242424242424242",
   declined: "4000000000000002",
   insufficientFunds: "4000000000009995",
+  /** Authorized, but every capture of the authorization is declined. */
+  captureDeclined: "4000000000000341",
 } as const;
+
+/**
+ * Prefix of the authorizations of TEST_CARDS.captureDeclined. The fake keeps no state, and
+ * payments may restart between authorizing and capturing, so the reference itself says
+ * that its capture will be declined.
+ */
+const CAPTURE_DECLINED_PREFIX = "fake_auth_nocapture_";
 
 /** Options for {@link createFakePaymentProvider}. */
 export interface FakeProviderOptions {
@@ -25,8 +35,9 @@ export interface FakeProviderOptions {
 /**
  * A card processor in memory, deciding by test card number (see card.proto): 4242… is
  * approved, 4000000000000002 declined, 4000000000009995 declined for insufficient funds,
- * any other number declined, a past expiry declined as expired (any CVC is accepted).
- * Capture, void and refund of an authorization it issued always succeed.
+ * 4000000000000341 approved but its capture declined, any other number declined, a past
+ * expiry declined as expired (any CVC is accepted). Void and refund of an authorization it
+ * issued always succeed, and so does its capture, except for 4000000000000341's.
  */
 export function createFakePaymentProvider(options: FakeProviderOptions = {}): PaymentProvider {
   const latencyMs = options.latencyMs ?? 0;
@@ -53,10 +64,13 @@ export function createFakePaymentProvider(options: FakeProviderOptions = {}): Pa
       await wait(signal);
       return decide(card, now());
     },
-    async capture({ reference, signal }) {
+    async capture({ reference, signal }): Promise<CaptureOutcome> {
       await wait(signal);
       issued(reference);
-      return { reference: `fake_cap_${randomUUID()}` };
+      if (reference.startsWith(CAPTURE_DECLINED_PREFIX)) {
+        return { captured: false, decline: "card_declined", message: "card declined at capture" };
+      }
+      return { captured: true, reference: `fake_cap_${randomUUID()}` };
     },
     async void({ reference, signal }) {
       await wait(signal);
@@ -80,6 +94,8 @@ function decide(card: CardInput, today: Date): AuthorizeOutcome {
   switch (card.number) {
     case TEST_CARDS.approved:
       return { approved: true, reference: `fake_auth_${randomUUID()}` };
+    case TEST_CARDS.captureDeclined:
+      return { approved: true, reference: `${CAPTURE_DECLINED_PREFIX}${randomUUID()}` };
     case TEST_CARDS.insufficientFunds:
       return { approved: false, decline: "insufficient_funds", message: "insufficient funds" };
     default:

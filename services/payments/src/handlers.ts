@@ -9,7 +9,7 @@ import {
   toBinary,
 } from "@bufbuild/protobuf";
 import { Code, ConnectError, type ServiceImpl } from "@connectrpc/connect";
-import { type Logger, newEvent } from "@meshmart/kit";
+import { errorWithInfo, type Logger, newEvent } from "@meshmart/kit";
 import { ViolationsSchema } from "@meshmart/kit/gen/buf/validate/validate_pb.js";
 import { type Money, MoneySchema } from "@meshmart/kit/gen/meshmart/common/v1/money_pb.js";
 import {
@@ -45,6 +45,15 @@ export interface PaymentsDeps {
   policy: CallerPolicy;
   logger: Logger;
 }
+
+/** The ErrorInfo domain of payments' reasons. */
+export const ERROR_DOMAIN = "payments.meshmart";
+
+/**
+ * ErrorInfo reason of CapturePayment's FAILED_PRECONDITION when the processor declined the
+ * capture (metadata payment_id, decline_code): the payment is still AUTHORIZED.
+ */
+export const CAPTURE_DECLINED = "CAPTURE_DECLINED";
 
 /** Statuses in which the payment was captured (refunds may have followed). */
 const CAPTURED: readonly PaymentRow["status"][] = ["captured", "partially_refunded", "refunded"];
@@ -215,7 +224,7 @@ export function createPaymentsHandlers(deps: PaymentsDeps): ServiceImpl<typeof P
           // Captured before (under another key): answered unchanged, nothing moves.
           const capturing = row.status === "authorized";
           if (capturing) {
-            await callProvider(() =>
+            const outcome = await callProvider(() =>
               provider.capture({
                 idempotencyKey: req.idempotencyKey,
                 reference: referenceOf(row),
@@ -224,6 +233,24 @@ export function createPaymentsHandlers(deps: PaymentsDeps): ServiceImpl<typeof P
                 signal: ctx.signal,
               }),
             );
+            if (!outcome.captured) {
+              // Nothing moved: the payment stays AUTHORIZED, its hold open until the caller
+              // voids it (the saga's compensation does). Nothing is recorded either, so a
+              // retry asks the processor again, which answers it as before.
+              logger.warn(
+                { payment_id: row.id, order_id: row.order_id, decline_code: outcome.decline },
+                "payment capture declined",
+              );
+              throw errorWithInfo(
+                `payment ${row.id} could not be captured: ${outcome.message}; void it`,
+                Code.FailedPrecondition,
+                {
+                  reason: CAPTURE_DECLINED,
+                  domain: ERROR_DOMAIN,
+                  metadata: { payment_id: row.id, decline_code: outcome.decline },
+                },
+              );
+            }
             row = await tx.updatePayment(row.id, {
               status: "captured",
               captured_minor: row.amount_minor,

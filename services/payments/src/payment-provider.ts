@@ -7,8 +7,11 @@
 export interface PaymentProvider {
   /** Holds an amount on a card. A decline is an outcome, not an error. */
   authorize(input: AuthorizeInput): Promise<AuthorizeOutcome>;
-  /** Charges an authorization (the whole amount). */
-  capture(input: CaptureInput): Promise<ProviderReceipt>;
+  /**
+   * Charges an authorization (the whole amount). A refusal is an outcome, not an error:
+   * the authorization stays open, for the caller to void.
+   */
+  capture(input: CaptureInput): Promise<CaptureOutcome>;
   /** Releases an authorization without charging. */
   void(input: VoidInput): Promise<ProviderReceipt>;
   /** Returns money of a captured authorization. */
@@ -69,6 +72,14 @@ export interface RefundInput extends ProviderCall {
   amountMinor: bigint;
   currency: string;
 }
+
+/**
+ * What a capture came to. Processors can refuse to charge an authorization they issued
+ * (the issuer declines the charge, the hold lapsed), so payments must handle it.
+ */
+export type CaptureOutcome =
+  | { captured: true; reference: string }
+  | { captured: false; decline: DeclineReason; message: string };
 
 /** The processor's id for what it did. */
 export interface ProviderReceipt {

@@ -2,6 +2,7 @@ import assert from "node:assert/strict";
 import { randomUUID } from "node:crypto";
 import { after, before, describe, test } from "node:test";
 import { Code } from "@connectrpc/connect";
+import { errorInfosOf } from "@meshmart/kit";
 import {
   CardBrand,
   DeclineCode,
@@ -409,6 +410,61 @@ describe("CapturePayment", () => {
       (await ledgerOf(f.sql, voided.id)).map((t) => t.kind),
       ["authorize", "void"],
     );
+  });
+
+  test("4000000000000341 authorizes, but its capture is declined: CAPTURE_DECLINED, nothing charged, still voidable", async () => {
+    const p = await authorized({ card: card(TEST_CARDS.captureDeclined) });
+    const key = `${p.orderId}:capture`;
+    for (let attempt = 0; attempt < 2; attempt++) {
+      // A retry is declined again: a declined capture never becomes a charge.
+      const err = await rejection(
+        f.client.capturePayment({ paymentId: p.id, idempotencyKey: key }),
+      );
+      assert.equal(err.code, Code.FailedPrecondition);
+      assert.deepEqual(
+        errorInfosOf(err).map((i) => [i.domain, i.reason, i.metadata]),
+        [
+          [
+            "payments.meshmart",
+            "CAPTURE_DECLINED",
+            { payment_id: p.id, decline_code: "card_declined" },
+          ],
+        ],
+      );
+    }
+    const { payment: still } = await f.client.getPayment({ paymentId: p.id });
+    assert.equal(still?.status, PaymentStatus.AUTHORIZED);
+    assert.equal(still?.capturedAmount?.units ?? 0n, 0n);
+    assert.deepEqual(
+      (await ledgerOf(f.sql, p.id)).map((t) => t.kind),
+      ["authorize"],
+    );
+    // The hold is released the usual way, and the payment nets zero in a balanced ledger.
+    const { payment: voided } = await f.client.voidPayment({
+      paymentId: p.id,
+      idempotencyKey: `${p.orderId}:void`,
+      reason: "capture declined",
+    });
+    assert.equal(voided?.status, PaymentStatus.VOIDED);
+    assert.deepEqual(
+      (await ledgerOf(f.sql, p.id)).map((t) => t.kind),
+      ["authorize", "void"],
+    );
+    assert.deepEqual(
+      (await f.store.netCapturedByOrder([p.orderId])).map((n) => n.net_minor),
+      [0n],
+    );
+    assert.deepEqual(await f.store.ledgerImbalances(), []);
+    assert.deepEqual(
+      (await outboxEvents(f.sql, p.id)).map((e) => e.type),
+      ["PaymentAuthorized", "PaymentVoided"],
+    );
+    // Once voided it is refused like any voided payment, with no reason of the processor.
+    const late = await rejection(
+      f.client.capturePayment({ paymentId: p.id, idempotencyKey: randomUUID() }),
+    );
+    assert.equal(late.code, Code.FailedPrecondition);
+    assert.deepEqual(errorInfosOf(late), []);
   });
 
   test("the same key for another payment is FAILED_PRECONDITION", async () => {
