@@ -1,6 +1,6 @@
 /**
- * The storefront's build: `vite build` writes web/dist, which the edge serves at `/`
- * (EDGE_STATIC_DIR). `vite` (dev) proxies the API to a running edge (`make up`, or
+ * The storefront's build: `vite build` writes web/dist, which web/server serves behind the
+ * edge at `/`. `vite` (dev) proxies the API to a running edge (`make up`, or
  * MESHMART_EDGE_URL) so the page and its calls stay same-origin, as in production.
  */
 import { defaultClientConditions, defineConfig } from "vite";
