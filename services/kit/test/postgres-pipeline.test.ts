@@ -19,7 +19,9 @@ after(() => db?.drop());
 
 test("a transaction begun beside running queries keeps its connection to itself", async () => {
   // A one-query pipeline makes every BEGIN that shares a busy connection fill it.
-  const sql = postgres(db.url, { max: 1, max_pipeline: 1, onnotice: () => {} });
+  // max_pipeline is a postgres.js option its type definitions leave out.
+  const pipeline = { max_pipeline: 1 };
+  const sql = postgres(db.url, { max: 1, onnotice: () => {}, ...pipeline });
   try {
     await sql`create table t (n int)`;
     // One query in flight, then the BEGIN: it joins that connection's pipeline and fills it.
