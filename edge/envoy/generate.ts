@@ -18,7 +18,6 @@
  * `storefront` Service on 8080. Envoy listens on 8080, its admin on 127.0.0.1:9901.
  */
 import { readFileSync, writeFileSync } from "node:fs";
-import { STATUS_CODES } from "node:http";
 import { join } from "node:path";
 import { pathToFileURL } from "node:url";
 import { parseArgs } from "node:util";
@@ -26,6 +25,11 @@ import { type DescService, type FileRegistry, hasOption } from "@bufbuild/protob
 import { PUBLIC_METHODS as KIT_PUBLIC_METHODS } from "@meshmart/kit";
 import { stringify } from "yaml";
 import { MESHMART_DESCRIPTOR, meshmartRegistry, REPO_ROOT } from "./descriptors.js";
+import { any } from "./envoy-json.js";
+import { LOCAL_REPLY_CODES, localReplyConfig } from "./local-replies.js";
+import { JWT_SUBJECT_HEADER, RATE_LIMITS, type RateLimit, rateLimitFor } from "./rate-limits.js";
+
+export { JWT_SUBJECT_HEADER, LOCAL_REPLY_CODES, RATE_LIMITS, type RateLimit };
 
 export const ENVOY_YAML = join(REPO_ROOT, "edge/envoy/envoy.yaml");
 /** Where the deploy mounts the descriptor set for grpc_json_transcoder. */
@@ -46,8 +50,6 @@ export const JWT_PAYLOAD_HEADER = "x-jwt-payload";
  * edge's `WWW-Authenticate` challenge. (0 would mean "unset", i.e. 60.)
  */
 export const JWT_CLOCK_SKEW_S = 1;
-/** The verified `sub` claim, set by jwt_authn for the per-user rate limit. */
-export const JWT_SUBJECT_HEADER = "x-jwt-sub";
 export const HEALTH_PATH = "/healthz";
 /** The method the client sent, before the transcoder turns a REST call into a gRPC POST. */
 export const ORIGINAL_METHOD_HEADER = "x-edge-original-method";
@@ -63,54 +65,10 @@ export const MAX_REQUEST_BODY_BYTES = 1024 * 1024;
  *  bad token on them as none). Everything else the edge routes requires a valid JWT. */
 export const PUBLIC_METHODS: readonly string[] = [...KIT_PUBLIC_METHODS].sort();
 
-/** A token bucket: `burst` requests at once, refilled at `perSecond`. */
-export interface RateLimit {
-  burst: number;
-  perSecond: number;
-}
-
-/**
- * Per client (its IP when anonymous, its verified `sub` when signed in), per Envoy replica.
- * Credential endpoints get a stricter bucket of their own, so guessing passwords is slow
- * while browsing is not.
- */
-export const RATE_LIMITS = {
-  default: { burst: 100, perSecond: 50 },
-  methods: {
-    "meshmart.identity.v1.IdentityService.Login": { burst: 10, perSecond: 1 },
-    "meshmart.identity.v1.IdentityService.SignUp": { burst: 10, perSecond: 1 },
-    "meshmart.identity.v1.IdentityService.RefreshToken": { burst: 10, perSecond: 2 },
-  } as Readonly<Record<string, RateLimit>>,
-} as const;
-
 export const CORS_ALLOWED_ORIGINS = {
   exact: ["https://shop.meshmart.example"],
   regex: ["^http://localhost(:[0-9]+)?$", "^http://127\\.0\\.0\\.1(:[0-9]+)?$"],
 } as const;
-
-/**
- * gRPC status code for each HTTP status Envoy may answer on its own (no route, body or
- * headers too large, rate limited, no upstream, …), so those answers have the same
- * google.rpc.Status JSON body as the services' errors. The inverse of the transcoder's
- * gRPC → HTTP mapping where one exists.
- */
-export const LOCAL_REPLY_CODES: Readonly<Record<number, number>> = {
-  400: 3,
-  401: 16,
-  403: 7,
-  404: 5,
-  405: 12,
-  408: 4,
-  413: 8,
-  415: 3,
-  429: 8,
-  431: 8,
-  500: 13,
-  501: 12,
-  502: 14,
-  503: 14,
-  504: 4,
-};
 
 /** Where the edge finds its upstreams and files; the only thing local and cluster differ in. */
 export interface EdgeTarget {
@@ -202,14 +160,6 @@ export const methodPath = (full: string): string => {
   return `/${full.slice(0, dot)}/${full.slice(dot + 1)}`;
 };
 
-const any = (type: string, body: Record<string, unknown>) => ({
-  "@type": `type.googleapis.com/${type}`,
-  ...body,
-});
-const pct100 = (runtimeKey: string) => ({
-  runtime_key: runtimeKey,
-  default_value: { numerator: 100, denominator: "HUNDRED" },
-});
 /** API-looking paths (any case): versioned REST, well-known documents. */
 const REST_PATHS = "(?i)^/(v[0-9]+|\\.well-known)(/.*)?$";
 const REST_UNMATCHED = "rest_unmatched";
@@ -308,211 +258,6 @@ function connectCluster(name: string, target: EdgeTarget) {
     },
     circuit_breakers: circuitBreakers,
   };
-}
-
-/** The per-client buckets of one route: per verified user when signed in, else per IP. */
-function rateLimitFor(limit: RateLimit, statPrefix: string) {
-  const bucket = {
-    max_tokens: limit.burst,
-    tokens_per_fill: limit.perSecond,
-    fill_interval: "1s",
-  };
-  return any("envoy.extensions.filters.http.local_ratelimit.v3.LocalRateLimit", {
-    stat_prefix: statPrefix,
-    // Across every client of this route: only the per-client buckets below should bite.
-    token_bucket: { max_tokens: 1_000_000, tokens_per_fill: 1_000_000, fill_interval: "1s" },
-    filter_enabled: pct100("local_rate_limit_enabled"),
-    filter_enforced: pct100("local_rate_limit_enforced"),
-    rate_limited_as_resource_exhausted: true,
-    max_dynamic_descriptors: 100_000,
-    descriptors: [
-      { entries: [{ key: "user" }], token_bucket: bucket },
-      {
-        entries: [{ key: "anonymous", value: "true" }, { key: "remote_address" }],
-        token_bucket: bucket,
-      },
-    ],
-    rate_limits: [
-      {
-        actions: [
-          {
-            request_headers: {
-              header_name: JWT_SUBJECT_HEADER,
-              descriptor_key: "user",
-              skip_if_absent: true,
-            },
-          },
-        ],
-      },
-      {
-        actions: [
-          {
-            header_value_match: {
-              descriptor_key: "anonymous",
-              descriptor_value: "true",
-              expect_match: false,
-              headers: [{ name: JWT_SUBJECT_HEADER, present_match: true }],
-            },
-          },
-          { remote_address: {} },
-        ],
-      },
-    ],
-    response_headers_to_add: [
-      { append_action: "OVERWRITE_IF_EXISTS_OR_ADD", header: { key: "retry-after", value: "1" } },
-    ],
-  });
-}
-
-/** Connect's names of the gRPC codes (code 5 → "not_found"). */
-const CONNECT_CODE_NAMES = [
-  "ok",
-  "canceled",
-  "unknown",
-  "invalid_argument",
-  "deadline_exceeded",
-  "not_found",
-  "already_exists",
-  "permission_denied",
-  "resource_exhausted",
-  "failed_precondition",
-  "aborted",
-  "out_of_range",
-  "unimplemented",
-  "internal",
-  "unavailable",
-  "data_loss",
-  "unauthenticated",
-] as const;
-
-/** What a Connect streaming client reads when Envoy refuses its call with `status`. */
-const CONNECT_STREAM_MESSAGES: Readonly<Record<number, string>> = {
-  401: "a valid bearer token is required",
-  404: "no such method at the edge",
-  429: "rate limit exceeded",
-  431: "request headers too large",
-  503: "upstream unavailable",
-  504: "upstream timeout",
-};
-
-/**
- * One Connect end-of-stream message (flags 0b10, big-endian length, JSON), as the body of a
- * local reply. Envoy cannot frame a body of variable length, so the message is fixed per
- * status; the length must stay below 0x80 so each prefix byte is one character of the
- * (UTF-8) config string.
- */
-function connectEndStream(code: number, message: string): string {
-  const json = JSON.stringify({ error: { code: CONNECT_CODE_NAMES[code], message } });
-  const length = Buffer.byteLength(json);
-  if (length >= 0x80) throw new Error(`Connect end-stream message too long (${length}): ${json}`);
-  return String.fromCharCode(0b10, 0, 0, 0, length) + json;
-}
-
-/**
- * Envoy's own answers (no route, limits, rate limit, no upstream) in the shape the caller's
- * protocol expects: an end-of-stream message in a 200 for Connect streams, a Connect error
- * for Connect unary calls (POST or GET), google.rpc.Status JSON for everything else but gRPC
- * (whose local replies are trailers-only statuses already, and which the transcoder turns
- * into REST errors itself). gRPC-Web's are made by its filter from the HTTP status.
- */
-function localReplyConfig() {
-  const statusIs = (op: "EQ" | "GE", status: number) => ({
-    status_code_filter: {
-      comparison: { op, value: { default_value: status, runtime_key: `local_reply_${status}` } },
-    },
-  });
-  // Connect unary calls send the header; Connect GETs say `connect=v1` in the query instead.
-  const connect = {
-    or_filter: {
-      filters: [
-        { header_filter: { header: { name: "connect-protocol-version", present_match: true } } },
-        {
-          header_filter: {
-            header: {
-              name: ":path",
-              // Envoy's regex matchers match the whole value.
-              string_match: { safe_regex: { regex: "[^?]*\\?(.*&)?connect=v1(&.*)?" } },
-            },
-          },
-        },
-      ],
-    },
-  };
-  const connectStream = (format: "json" | "proto") => ({
-    header_filter: {
-      header: {
-        name: "content-type",
-        string_match: { prefix: `application/connect+${format}` },
-      },
-    },
-  });
-  // Envoy decides between a gRPC and a plain local reply on the request as it arrived; the
-  // filters here see it after the transcoder, which has made a REST call look like gRPC
-  // (and left the original path behind).
-  const notGrpc = {
-    or_filter: {
-      filters: [
-        {
-          header_filter: {
-            header: {
-              name: "content-type",
-              string_match: { prefix: "application/grpc" },
-              invert_match: true,
-              treat_missing_header_as_empty: true,
-            },
-          },
-        },
-        { header_filter: { header: { name: "x-envoy-original-path", present_match: true } } },
-      ],
-    },
-  };
-  const when = (status: ReturnType<typeof statusIs>, kind: object) => ({
-    and_filter: { filters: [status, kind] },
-  });
-  const mappers: unknown[] = [];
-  const codes: [ReturnType<typeof statusIs>, number][] = [
-    ...Object.entries(LOCAL_REPLY_CODES).map(
-      ([status, code]) =>
-        [statusIs("EQ", Number(status)), code] as [ReturnType<typeof statusIs>, number],
-    ),
-    // Any other error status Envoy makes up: still an error body, as an unknown error.
-    [statusIs("GE", 400), 2],
-  ];
-  // A Connect stream hears of an error only from a 200 response's end-of-stream message;
-  // any other status reaches its client as a bare "HTTP 4xx".
-  for (const [status, code] of codes) {
-    const http = status.status_code_filter.comparison;
-    const message =
-      http.op === "EQ"
-        ? (CONNECT_STREAM_MESSAGES[http.value.default_value] ??
-          (STATUS_CODES[http.value.default_value] ?? "error").toLowerCase())
-        : "refused by the edge";
-    for (const format of ["json", "proto"] as const) {
-      mappers.push({
-        filter: when(status, connectStream(format)),
-        status_code: 200,
-        body_format_override: {
-          text_format_source: { inline_string: connectEndStream(code, message) },
-          content_type: `application/connect+${format}`,
-        },
-      });
-    }
-  }
-  for (const [status, code] of codes) {
-    mappers.push({
-      filter: when(status, connect),
-      body_format_override: {
-        json_format: { code: CONNECT_CODE_NAMES[code], message: "%LOCAL_REPLY_BODY%" },
-      },
-    });
-  }
-  for (const [status, code] of codes) {
-    mappers.push({
-      filter: when(status, notGrpc),
-      body_format_override: { json_format: { code, message: "%LOCAL_REPLY_BODY%" } },
-    });
-  }
-  return { mappers };
 }
 
 export function buildConfig(
