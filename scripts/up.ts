@@ -29,6 +29,7 @@ import {
   type Infra,
   isPortOpen,
   type ManagedChild,
+  reapOrphan,
   spawnManaged,
 } from "@meshmart/kit/testing";
 import { validateWithEnvoy, writeLocalEnvoyConfig } from "../edge/envoy/local.js";
@@ -281,6 +282,8 @@ async function whenListening(service: RunningService): Promise<ServicePorts> {
 }
 
 const STOREFRONT_ENTRY = "web/server/main.ts";
+const ENVOY_PID = join(ROOT, ".data", "up", "envoy.pid");
+const STOREFRONT_PID = join(ROOT, ".data", "up", "storefront.pid");
 
 /**
  * The edge: real Envoy on EDGE_PORT (8080), running the config the cluster runs, generated
@@ -293,6 +296,7 @@ async function startEdge(): Promise<RunningService[]> {
   storefront = buildStorefront();
   let storefrontPort: number | undefined;
   if (storefront !== undefined) {
+    await reapOrphan(STOREFRONT_PID, "node", STOREFRONT_ENTRY, say);
     storefrontPort = await portOrFree(process.env.STOREFRONT_PORT, 9400);
     const site = launch(
       { name: "storefront", grpcPort: storefrontPort },
@@ -306,12 +310,17 @@ async function startEdge(): Promise<RunningService[]> {
         stopTimeoutMs: 5_000,
       },
     );
+    writeFileSync(STOREFRONT_PID, String(site.child.pid));
     site.listening = true;
     site.readyPath = "/";
     started.push(site);
   }
   const services = running.filter((s) => PUBLIC_SERVICES.includes(s.spec.name));
-  const configFile = writeLocalEnvoyConfig(join(ROOT, ".data", "up", "envoy.yaml"), {
+  const configPath = join(ROOT, ".data", "up", "envoy.yaml");
+  // A `make up` killed outright (SIGKILL) cannot stop Envoy, which would keep the edge's
+  // ports: stop what an earlier run left behind before taking them.
+  await reapOrphan(ENVOY_PID, "envoy", configPath, say);
+  const configFile = writeLocalEnvoyConfig(configPath, {
     port,
     adminPort,
     host: process.env.EDGE_HOST ?? "127.0.0.1",
@@ -344,6 +353,7 @@ async function startEdge(): Promise<RunningService[]> {
       stopTimeoutMs: 10_000,
     },
   );
+  writeFileSync(ENVOY_PID, String(edge.child.pid));
   edge.listening = true;
   // Envoy's admin answers /ready once its listeners are up.
   edge.readyPath = "/ready";

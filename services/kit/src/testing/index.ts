@@ -36,6 +36,7 @@ export {
   type OwnedPostgres,
   type OwnedPostgresOptions,
   quoteIdentifier,
+  reapOrphan,
   redisPing,
   startOwnedPostgres,
   type TestDatabase,

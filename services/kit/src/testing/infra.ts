@@ -386,8 +386,12 @@ async function ready(child: ManagedChild, probe: () => Promise<boolean>, port: n
   }
 }
 
-/** Stops a helper a killed earlier run left behind, found through its pid file. */
-async function reapOrphan(
+/**
+ * Stops a helper a killed earlier run left behind, found through its pid file: only a live
+ * process named `comm` whose command line mentions `mention`, and only when its parent died
+ * (a helper a live run still uses is left alone).
+ */
+export async function reapOrphan(
   pidFile: string,
   comm: string,
   mention: string,
