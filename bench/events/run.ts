@@ -51,6 +51,7 @@ import { MachineMonitor, machineBusy } from "../catalog/proc.js";
 import { intEnv } from "../lib/env.js";
 import { printProblems, printWarnings, writeResults } from "../lib/report.js";
 import { runBenchmark } from "../lib/run-benchmark.js";
+import { sleep, stats } from "../lib/stats.js";
 import { startInfraCpu } from "../orders/cpu.js";
 
 const NOISE_CORES = 0.1;
@@ -492,16 +493,6 @@ async function untilStored(jsm: JetStreamManager, stream: string, count: number)
     if (Date.now() > deadline) throw new Error(`${stream}: only ${stored} of ${count} stored`);
     await sleep(POLL_MS);
   }
-}
-
-function stats(values: number[]): { p50: number; p99: number; max: number } {
-  const sorted = Float64Array.from(values).sort();
-  const q = (p: number) => sorted[Math.max(0, Math.ceil(p * sorted.length) - 1)] ?? Number.NaN;
-  return { p50: q(0.5), p99: q(0.99), max: sorted[sorted.length - 1] ?? Number.NaN };
-}
-
-function sleep(ms: number): Promise<void> {
-  return new Promise((resolve) => setTimeout(resolve, ms));
 }
 
 async function cleanup(): Promise<void> {

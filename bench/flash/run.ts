@@ -34,11 +34,12 @@ import {
 } from "@meshmart/kit/gen/meshmart/orders/v1/orders_pb.js";
 import { type Mesh, startMesh } from "../../tests/support/mesh.js";
 import { serverMode } from "../catalog/children.js";
-import { MachineMonitor, machineBusy, Sampler } from "../catalog/proc.js";
+import { machineBusy } from "../catalog/proc.js";
 import { intEnv } from "../lib/env.js";
 import { printProblems, printWarnings, runStamp, writeResults } from "../lib/report.js";
 import { runBenchmark } from "../lib/run-benchmark.js";
-import { servicePids, startInfraCpu } from "../orders/cpu.js";
+import { mean, type Stats, sleep, stats } from "../lib/stats.js";
+import { servicePids, startMeshCpu } from "../orders/cpu.js";
 import { CallError, createOrdersClient, type OrdersClient } from "./orders-client.js";
 
 const SERVICES = ["identity", "catalog", "inventory", "payments", "orders"] as const;
@@ -121,13 +122,6 @@ interface Tracked {
   seenAt?: number;
   status?: "CONFIRMED" | "CANCELLED";
   cancelCode?: string;
-}
-
-interface Stats {
-  count: number;
-  p50: number;
-  p99: number;
-  max: number;
 }
 
 /** pg_stat_activity over a phase, per database: backends waiting on a lock. */
@@ -526,7 +520,7 @@ async function runPhase(name: string, skuCount: number, ctx: PhaseContext): Prom
       await sleep(settings.sampleMs * 2);
     }
   })();
-  const cpu = startCpu(ctx.pids);
+  const cpu = startMeshCpu(ctx.pids);
 
   // The burst: order i starts at i/N of the send window, whether or not earlier ones
   // were answered (customers do not wait for each other).
@@ -871,37 +865,6 @@ function retryNote(steps: Record<string, number>): string {
   return parts.length === 0 ? "" : `(${parts.join(", ")})`;
 }
 
-/**
- * CPU of each service, Postgres, NATS and Redis over a phase, and how much of the machine
- * went to anything else (another test run on the box).
- */
-function startCpu(pids: Map<string, number>) {
-  const samplers = [...pids].map(([name, pid]) => [name, new Sampler(pid, 500)] as const);
-  const infra = startInfraCpu(["postgres", "nats-server", "redis-server"]);
-  const self = process.cpuUsage();
-  const machine = new MachineMonitor();
-  const began = performance.now();
-  return {
-    stop() {
-      const wall = (performance.now() - began) / 1000;
-      const cores: Record<string, number> = {};
-      let total = 0;
-      for (const [name, s] of samplers) {
-        const used = s.stop().cpuSeconds;
-        cores[name] = used / wall;
-        total += used;
-      }
-      const infraUsed = infra.stop();
-      for (const [comm, used] of Object.entries(infraUsed)) cores[comm] = used / wall;
-      const runner = process.cpuUsage(self);
-      cores.runner = (runner.user + runner.system) / 1e6 / wall;
-      // MachineMonitor subtracts Postgres, Redis and this runner itself.
-      const load = machine.stop(total + (infraUsed["nats-server"] ?? 0));
-      return { cores, othersCores: load.othersCores, wallSeconds: wall };
-    },
-  };
-}
-
 type Labels = Record<string, string>;
 
 /** The admin /metrics as samples with their labels. */
@@ -945,25 +908,6 @@ function deltaBy(
     if (d !== 0) out[key] = d;
   }
   return out;
-}
-
-function stats(values: number[]): Stats {
-  const sorted = Float64Array.from(values).sort();
-  const q = (p: number) => sorted[Math.max(0, Math.ceil(p * sorted.length) - 1)] ?? Number.NaN;
-  return {
-    count: sorted.length,
-    p50: q(0.5),
-    p99: q(0.99),
-    max: sorted[sorted.length - 1] ?? Number.NaN,
-  };
-}
-
-function mean(values: number[]): number {
-  return values.length === 0 ? Number.NaN : values.reduce((a, b) => a + b, 0) / values.length;
-}
-
-function sleep(ms: number): Promise<void> {
-  return new Promise((resolve) => setTimeout(resolve, Math.max(0, ms)));
 }
 
 async function cleanup(): Promise<void> {

@@ -1,6 +1,6 @@
-/** /proc readings the orders and events benchmarks share. */
+/** /proc readings the orders, events and flash benchmarks share. */
 import { readdirSync, readFileSync } from "node:fs";
-import { cpuSeconds } from "../catalog/proc.js";
+import { cpuSeconds, MachineMonitor, Sampler } from "../catalog/proc.js";
 
 /** The mesh's service processes: our children running services/<name>/{src/main.ts,dist/src/main.js}. */
 export function servicePids(): Map<string, number> {
@@ -53,6 +53,48 @@ export function startInfraCpu(comms: readonly string[]): { stop(): Record<string
         used[comm] = seconds;
       }
       return used;
+    },
+  };
+}
+
+/**
+ * CPU over the window: each service, Postgres and NATS (all their processes on the box,
+ * other runs' included), this runner, and the rest of the machine.
+ */
+export function startMeshCpu(pids: Map<string, number>) {
+  const samplers = [...pids].map(([name, pid]) => [name, new Sampler(pid, 500)] as const);
+  const infra = startInfraCpu(["postgres", "nats-server", "redis-server"]);
+  const self = process.cpuUsage();
+  const machine = new MachineMonitor();
+  const began = performance.now();
+  return {
+    stop() {
+      const wall = (performance.now() - began) / 1000;
+      const cores: Record<string, number> = {};
+      let total = 0;
+      for (const [name, s] of samplers) {
+        const used = s.stop().cpuSeconds;
+        cores[name] = used / wall;
+        total += used;
+      }
+      for (const [comm, used] of Object.entries(infra.stop())) {
+        cores[comm] = used / wall;
+        total += used;
+      }
+      const runner = process.cpuUsage(self);
+      const runnerSeconds = (runner.user + runner.system) / 1e6;
+      cores.runner = runnerSeconds / wall;
+      total += runnerSeconds;
+      // MachineMonitor already subtracts Postgres, Redis and this runner: pass the rest.
+      const infraCounted = ((cores.postgres ?? 0) + (cores["redis-server"] ?? 0)) * wall;
+      const load = machine.stop(total - runnerSeconds - infraCounted);
+      return {
+        wallSeconds: wall,
+        cores,
+        totalOurs: total,
+        othersCores: load.othersCores,
+        busyPerCpu: load.busyPerCpu,
+      };
     },
   };
 }

@@ -30,11 +30,12 @@ import { DeliverPolicy, jetstream } from "@nats-io/jetstream";
 import { connect, type NatsConnection } from "@nats-io/transport-node";
 import { type Mesh, startMesh } from "../../tests/support/mesh.js";
 import { serverMode } from "../catalog/children.js";
-import { MachineMonitor, machineBusy, Sampler } from "../catalog/proc.js";
+import { machineBusy } from "../catalog/proc.js";
 import { intEnv } from "../lib/env.js";
 import { printProblems, printWarnings, writeResults } from "../lib/report.js";
 import { runBenchmark } from "../lib/run-benchmark.js";
-import { servicePids, startInfraCpu } from "./cpu.js";
+import { mean, sleep, stats } from "../lib/stats.js";
+import { servicePids, startMeshCpu } from "./cpu.js";
 
 const SERVICES = ["identity", "catalog", "inventory", "payments", "orders"] as const;
 const TARGET_CONFIRMED_PER_S = 500;
@@ -222,10 +223,10 @@ async function main(): Promise<void> {
     }
   })();
   // Exactly the window: calls still in flight when it closes are not in it.
-  let used: ReturnType<ReturnType<typeof startCpu>["stop"]> | undefined;
+  let used: ReturnType<ReturnType<typeof startMeshCpu>["stop"]> | undefined;
   const cpuWindow = (async () => {
     await sleep(warmupEnds - wallNow());
-    const cpu = startCpu(pids);
+    const cpu = startMeshCpu(pids);
     await sleep(windowEnds - wallNow());
     used = cpu.stop();
   })();
@@ -526,48 +527,6 @@ async function watchTerminal(
   };
 }
 
-/**
- * CPU over the window: each service, Postgres and NATS (all their processes on the box,
- * other runs' included), this runner, and the rest of the machine.
- */
-function startCpu(pids: Map<string, number>) {
-  const samplers = [...pids].map(([name, pid]) => [name, new Sampler(pid, 500)] as const);
-  const infra = startInfraCpu(["postgres", "nats-server", "redis-server"]);
-  const self = process.cpuUsage();
-  const machine = new MachineMonitor();
-  const began = performance.now();
-  return {
-    stop() {
-      const wall = (performance.now() - began) / 1000;
-      const cores: Record<string, number> = {};
-      let total = 0;
-      for (const [name, s] of samplers) {
-        const used = s.stop().cpuSeconds;
-        cores[name] = used / wall;
-        total += used;
-      }
-      for (const [comm, used] of Object.entries(infra.stop())) {
-        cores[comm] = used / wall;
-        total += used;
-      }
-      const runner = process.cpuUsage(self);
-      const runnerSeconds = (runner.user + runner.system) / 1e6;
-      cores.runner = runnerSeconds / wall;
-      total += runnerSeconds;
-      // MachineMonitor already subtracts Postgres, Redis and this runner: pass the rest.
-      const infraCounted = ((cores.postgres ?? 0) + (cores["redis-server"] ?? 0)) * wall;
-      const load = machine.stop(total - runnerSeconds - infraCounted);
-      return {
-        wallSeconds: wall,
-        cores,
-        totalOurs: total,
-        othersCores: load.othersCores,
-        busyPerCpu: load.busyPerCpu,
-      };
-    },
-  };
-}
-
 /** The admin /metrics as name → value (unlabelled series, or the first of a name). */
 async function scrape(url: string): Promise<Map<string, number>> {
   const res = await fetch(url, { signal: AbortSignal.timeout(2_000) });
@@ -598,25 +557,6 @@ async function countInDatabase(mesh: Mesh): Promise<Record<string, number>> {
   } finally {
     await sql.end({ timeout: 1 });
   }
-}
-
-function stats(values: number[]): { count: number; p50: number; p99: number; max: number } {
-  const sorted = Float64Array.from(values).sort();
-  const q = (p: number) => sorted[Math.max(0, Math.ceil(p * sorted.length) - 1)] ?? Number.NaN;
-  return {
-    count: sorted.length,
-    p50: q(0.5),
-    p99: q(0.99),
-    max: sorted[sorted.length - 1] ?? Number.NaN,
-  };
-}
-
-function mean(values: number[]): number {
-  return values.length === 0 ? Number.NaN : values.reduce((a, b) => a + b, 0) / values.length;
-}
-
-function sleep(ms: number): Promise<void> {
-  return new Promise((resolve) => setTimeout(resolve, Math.max(0, ms)));
 }
 
 async function cleanup(): Promise<void> {
