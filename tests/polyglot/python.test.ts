@@ -7,7 +7,14 @@ import { dirname, join, relative } from "node:path";
 import { test } from "node:test";
 import { fileURLToPath } from "node:url";
 import { promisify } from "node:util";
-import { type Mesh, startMesh } from "../support/mesh.js";
+import type { Mesh } from "../support/mesh.js";
+import {
+  type ClientReport,
+  checkClientReport,
+  clientConfig,
+  meshOutput,
+  startPolyglotMesh,
+} from "./support/client-contract.js";
 
 // The polyglot proof: the contracts in proto/ are all another language needs. Python stubs
 // are generated with Debian's python3-grpc-tools (an old bundled protoc, 3.5.1 on bookworm,
@@ -19,7 +26,6 @@ const ROOT = join(dirname(fileURLToPath(import.meta.url)), "..", "..");
 const PYTHON = "/usr/bin/python3";
 const APT_PACKAGES = "python3-grpcio python3-grpc-tools";
 const ADMIN = { email: "polyglot-admin@example.com", password: "polyglot admin password" };
-const SERVICES = ["identity", "catalog", "inventory", "payments", "orders"] as const;
 const run = promisify(execFile);
 
 // The only reason to skip: the machine lacks the Debian packages. Anything else fails.
@@ -88,84 +94,20 @@ async function generateStubs(out: string): Promise<void> {
   await protoc([health, googleapis], ["health/v1/health.proto", "google/rpc/status.proto"], out);
 }
 
-interface Money {
-  currencyCode: string;
-  units: number;
-  nanos: number;
-}
-
-interface RpcFailure {
-  code: string;
-  message: string;
-  hasStatusDetails: boolean;
-  statusCode?: number;
-  statusMessage?: string;
-  detailTypes: string[];
-  violations: { field: string; rule: string; ruleId: string; message: string }[];
-}
-
 /** What tests/polyglot/client.py prints. */
-interface ClientReport {
-  runtime: { grpc: string; python: string };
-  health: Record<string, string>;
-  admin: { productId: string; sku: string; onHand: number };
-  catalog: {
-    listed: { id: string; sku: string; name: string }[];
-    got: { id: string; sku: string; name: string; category: string; price: Money };
-  };
-  validation: RpcFailure;
-  identity: {
-    email: string;
-    signedUpId: string;
-    meId: string;
-    meEmail: string;
-    tokenType: string;
-    hasToken: boolean;
-  };
-  unauthenticated: RpcFailure;
-  badCard: RpcFailure;
-  order: {
-    id: string;
-    userId: string;
-    placedStatus: string;
-    statuses: string[];
-    status: string;
-    cancelCode: string;
-    cancelReason: string;
-    cardLast4: string;
-    total: Money;
-    items: {
-      productId: string;
-      sku: string;
-      quantity: number;
-      unitPrice: Money;
-      lineTotal: Money;
-    }[];
-    hasPaymentId: boolean;
-    stockAfter: { onHand: number; available: number };
-  };
-}
+type PythonReport = ClientReport<{ grpc: string; python: string }>;
 
-async function runClient(gen: string, mesh: Mesh): Promise<ClientReport> {
-  const address = (name: string) => `127.0.0.1:${mesh.ports(name).grpc}`;
-  const config = {
-    identity: address("identity"),
-    catalog: address("catalog"),
-    inventory: address("inventory"),
-    orders: address("orders"),
-    admin: ADMIN,
-  };
+async function runClient(gen: string, mesh: Mesh): Promise<PythonReport> {
   try {
     const { stdout } = await run(
       PYTHON,
-      [join(ROOT, "tests", "polyglot", "client.py"), gen, JSON.stringify(config)],
+      [join(ROOT, "tests", "polyglot", "client.py"), gen, clientConfig(mesh, ADMIN)],
       { cwd: ROOT, env: { ...pythonEnv, PYTHONDONTWRITEBYTECODE: "1" }, timeout: 45_000 },
     );
-    return JSON.parse(stdout) as ClientReport;
+    return JSON.parse(stdout) as PythonReport;
   } catch (error) {
     const { stderr } = error as { stderr?: string };
-    const services = SERVICES.map((s) => `--- ${s}\n${mesh.output(s)}`).join("\n");
-    throw new Error(`client.py failed:\n${stderr ?? String(error)}\n${services}`);
+    throw new Error(`client.py failed:\n${stderr ?? String(error)}\n${meshOutput(mesh)}`);
   }
 }
 
@@ -192,106 +134,17 @@ test("a Python grpcio client with generated stubs: health, catalog, validation e
       assert.ok(existsSync(join(gen, module)), `${module} was generated`);
     }
 
-    mesh = await startMesh({
-      label: "polyglot",
-      services: SERVICES,
-      env: { SEED_DEMO: "false" },
-      serviceEnv: {
-        identity: {
-          IDENTITY_BOOTSTRAP_ADMIN_EMAIL: ADMIN.email,
-          IDENTITY_BOOTSTRAP_ADMIN_PASSWORD: ADMIN.password,
-        },
-        // Stock is only what the Python admin sets, not a default from catalog's events.
-        inventory: { INITIAL_STOCK_ON_PRODUCT_CREATED: "0" },
-      },
-    });
+    // Stock is only what the Python admin sets, not a default from catalog's events.
+    mesh = await startPolyglotMesh("polyglot", ADMIN);
     const report = await runClient(gen, mesh);
     t.diagnostic(`python ${report.runtime.python}, grpcio ${report.runtime.grpc}`);
 
-    await t.test("grpc.health.v1 Check answers SERVING for each server and service", () => {
-      assert.equal(Object.keys(report.health).length, 8);
-      for (const [service, status] of Object.entries(report.health)) {
-        assert.equal(status, "SERVING", service);
-      }
-    });
-
-    await t.test("catalog reads return the product the admin created from Python", () => {
-      const { productId, sku } = report.admin;
-      assert.equal(report.admin.onHand, 5);
-      assert.deepEqual(report.catalog.listed, [{ id: productId, sku, name: "Polyglot kettle" }]);
-      assert.deepEqual(report.catalog.got, {
-        id: productId,
-        sku,
-        name: "Polyglot kettle",
-        category: "polyglot",
-        price: { currencyCode: "EUR", units: 12, nanos: 500_000_000 },
-      });
-    });
-
-    await t.test(
-      "a validation error decodes to google.rpc.Status with buf.validate.Violations",
-      () => {
-        const v = report.validation;
-        assert.equal(v.code, "INVALID_ARGUMENT");
-        assert.ok(v.hasStatusDetails, "grpc-status-details-bin trailer present");
-        assert.equal(v.statusCode, 3);
-        assert.equal(v.statusMessage, v.message);
-        assert.ok(v.detailTypes.includes("type.googleapis.com/buf.validate.Violations"));
-        assert.equal(v.violations.length, 1);
-        assert.deepEqual(
-          {
-            field: v.violations[0]?.field,
-            rule: v.violations[0]?.rule,
-            ruleId: v.violations[0]?.ruleId,
-          },
-          { field: "product_id", rule: "string.uuid", ruleId: "string.uuid" },
-        );
-        assert.ok((v.violations[0]?.message ?? "").length > 0);
-
-        // Nested paths survive the trip: PlaceOrder.payment.card.number.
-        const card = report.badCard;
-        assert.equal(card.code, "INVALID_ARGUMENT");
-        assert.deepEqual(
-          card.violations.map((x) => [x.field, x.ruleId]),
-          [["payment.card.number", "string.pattern"]],
-        );
-      },
+    await checkClientReport(
+      t,
+      report,
+      { name: "Polyglot kettle", category: "polyglot", language: "Python" },
+      mesh,
     );
-
-    await t.test("identity signs up and logs in; the token authenticates", () => {
-      const id = report.identity;
-      assert.ok(id.hasToken);
-      assert.equal(id.tokenType, "Bearer");
-      assert.equal(id.meId, id.signedUpId);
-      assert.equal(id.meEmail, id.email);
-      assert.equal(report.unauthenticated.code, "UNAUTHENTICATED");
-    });
-
-    await t.test("an order placed over gRPC with the good card ends CONFIRMED", () => {
-      const o = report.order;
-      assert.equal(o.placedStatus, "ORDER_STATUS_PENDING");
-      assert.equal(
-        o.status,
-        "ORDER_STATUS_CONFIRMED",
-        `${o.cancelCode} ${o.cancelReason}\n${mesh?.output("orders") ?? ""}`,
-      );
-      assert.deepEqual(o.statuses, ["ORDER_STATUS_PENDING", "ORDER_STATUS_CONFIRMED"]);
-      assert.equal(o.userId, report.identity.signedUpId);
-      assert.equal(o.cardLast4, "4242");
-      assert.ok(o.hasPaymentId);
-      // Catalog's price, twice.
-      assert.deepEqual(o.items, [
-        {
-          productId: report.admin.productId,
-          sku: report.admin.sku,
-          quantity: 2,
-          unitPrice: { currencyCode: "EUR", units: 12, nanos: 500_000_000 },
-          lineTotal: { currencyCode: "EUR", units: 25, nanos: 0 },
-        },
-      ]);
-      assert.deepEqual(o.total, { currencyCode: "EUR", units: 25, nanos: 0 });
-      assert.deepEqual(o.stockAfter, { onHand: 3, available: 3 });
-    });
   } finally {
     await mesh?.stop();
     rmSync(gen, { recursive: true, force: true });
