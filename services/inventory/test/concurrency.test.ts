@@ -190,21 +190,8 @@ describe("concurrent reservations", () => {
     // retry would queue behind it): under load, the queue fills with abandoned work.
     const productId = await f.product(5);
     const orderId = randomUUID();
-    let unlock = () => {};
-    const gate = new Promise<void>((resolve) => {
-      unlock = resolve;
-    });
-    let locked = () => {};
-    const holding = new Promise<void>((resolve) => {
-      locked = resolve;
-    });
-    const holder = f.sql.begin(async (tx) => {
-      await tx`select 1 from stock_levels where product_id = ${productId} for update`;
-      locked();
-      await gate;
-    });
+    const unlock = await f.holdStockRow(productId);
     try {
-      await holding;
       const started = Date.now();
       const err = await f.client
         .reserveStock({ orderId, items: [{ productId, quantity: 1 }] }, { timeoutMs: 300 })
@@ -221,8 +208,7 @@ describe("concurrent reservations", () => {
         where not l.granted and a.datname = current_database()`;
       assert.equal(waiting?.n, 0n, "a transaction is still queued for a caller that is gone");
     } finally {
-      unlock();
-      await holder;
+      await unlock();
     }
     await new Promise((r) => setTimeout(r, 100));
     const [held] = await f.sql<{ n: bigint }[]>`

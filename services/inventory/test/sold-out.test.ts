@@ -25,31 +25,6 @@ const CALL_TIMEOUT_MS = 3_000;
 /** A refusal that had to wait for the lock would take the whole CALL_TIMEOUT_MS. */
 const PROMPT_MS = 1_000;
 
-/**
- * Holds `productId`'s stock row with FOR UPDATE in a transaction of its own (as a
- * reservation being committed does) until the returned release is called.
- */
-async function holdStockRow(productId: string): Promise<() => Promise<void>> {
-  let release = () => {};
-  const gate = new Promise<void>((resolve) => {
-    release = resolve;
-  });
-  let locked = () => {};
-  const holding = new Promise<void>((resolve) => {
-    locked = resolve;
-  });
-  const holder = f.sql.begin(async (tx) => {
-    await tx`select 1 from stock_levels where product_id = ${productId} for update`;
-    locked();
-    await gate;
-  });
-  await Promise.race([holding, holder]);
-  return async () => {
-    release();
-    await holder;
-  };
-}
-
 /** Backends of this test's database waiting for a lock now. */
 async function lockWaiters(): Promise<bigint> {
   const [row] = await f.sql<{ n: bigint }[]>`
@@ -70,7 +45,7 @@ async function refusal(call: Promise<unknown>): Promise<{ err: ConnectError; ms:
 describe("sold-out reservations", () => {
   test("an out-of-stock reservation is refused while another transaction holds the stock row", async () => {
     const productId = await f.product(3);
-    const unlock = await holdStockRow(productId);
+    const unlock = await f.holdStockRow(productId);
     try {
       const orderId = randomUUID();
       const { err, ms } = await refusal(
@@ -105,7 +80,7 @@ describe("sold-out reservations", () => {
       orderId: randomUUID(),
       items: [{ productId, quantity: 1 }],
     });
-    const unlock = await holdStockRow(productId);
+    const unlock = await f.holdStockRow(productId);
     try {
       const started = performance.now();
       const outcomes = await Promise.all(
@@ -130,7 +105,7 @@ describe("sold-out reservations", () => {
   test("a reservation that can succeed waits for the row, then holds the units", async () => {
     const productId = await f.product(2);
     const orderId = randomUUID();
-    const unlock = await holdStockRow(productId);
+    const unlock = await f.holdStockRow(productId);
     let settled = false;
     const call = f.client
       .reserveStock({ orderId, items: [{ productId, quantity: 2 }] }, { timeoutMs: 10_000 })
@@ -154,7 +129,7 @@ describe("sold-out reservations", () => {
     const orderId = randomUUID();
     const items = [{ productId, quantity: 1 }];
     await f.client.reserveStock({ orderId, items });
-    const unlock = await holdStockRow(productId);
+    const unlock = await f.holdStockRow(productId);
     try {
       const started = performance.now();
       const { reservation } = await f.client.reserveStock(
@@ -183,7 +158,7 @@ describe("sold-out reservations", () => {
   test("an unknown product is reported before a sold-out one, without a lock", async () => {
     const soldOut = await f.product(0);
     const unknown = randomUUID();
-    const unlock = await holdStockRow(soldOut);
+    const unlock = await f.holdStockRow(soldOut);
     try {
       const { err, ms } = await refusal(
         f.client.reserveStock(

@@ -61,6 +61,11 @@ export interface InventoryFixture {
   product(onHand: number, sku?: string): Promise<string>;
   /** The stored stock row of a product. */
   stock(productId: string): Promise<StockRow>;
+  /**
+   * Holds `productId`'s stock row with FOR UPDATE in a transaction of its own (as a
+   * reservation being committed does) until the returned release is called.
+   */
+  holdStockRow(productId: string): Promise<() => Promise<void>>;
   /** Outbox rows written after `afterSeq`, in order. */
   outboxSince(afterSeq: bigint): Promise<OutboxRow[]>;
   /** The highest outbox seq so far (0 when empty), to look at what comes after. */
@@ -119,6 +124,26 @@ export async function createInventoryFixture(
         where product_id = ${productId}`;
       if (row === undefined) throw new Error(`no stock row for ${productId}`);
       return row;
+    },
+    async holdStockRow(productId) {
+      let release = () => {};
+      const gate = new Promise<void>((resolve) => {
+        release = resolve;
+      });
+      let locked = () => {};
+      const holding = new Promise<void>((resolve) => {
+        locked = resolve;
+      });
+      const holder = sql.begin(async (tx) => {
+        await tx`select 1 from stock_levels where product_id = ${productId} for update`;
+        locked();
+        await gate;
+      });
+      await Promise.race([holding, holder]);
+      return async () => {
+        release();
+        await holder;
+      };
     },
     async outboxSince(afterSeq) {
       const rows = await sql<OutboxRow[]>`
