@@ -260,26 +260,32 @@ describe("reading an order", () => {
   });
 });
 
+/** A saga row as the store returns it: claimed, first attempt, nothing held; `over` wins. */
+function sagaRow(over: Partial<SagaRow>): SagaRow {
+  return {
+    order_id: randomUUID(),
+    step: "RESERVE",
+    attempts: 1,
+    next_attempt_at: new Date(),
+    claim_token: randomUUID(),
+    cancel_requested: false,
+    cancel_code: "",
+    cancel_reason: "",
+    stock_state: "NONE",
+    payment_state: "NONE",
+    payment_id: null,
+    auth_sent: false,
+    commit_sent: false,
+    card_sealed: null,
+    last_error: null,
+    ...over,
+  };
+}
+
 describe("the saga worker", () => {
   test("wakes waiters only when the order changed as a client sees it", async () => {
     // A scripted store: RESERVE → RELEASE (saga only), then CANCELLED (the order).
-    const saga = (step: SagaRow["step"]): SagaRow => ({
-      order_id: "o1",
-      step,
-      attempts: 1,
-      next_attempt_at: new Date(),
-      claim_token: randomUUID(),
-      cancel_requested: false,
-      cancel_code: "",
-      cancel_reason: "",
-      stock_state: "NONE",
-      payment_state: "NONE",
-      payment_id: null,
-      auth_sent: false,
-      commit_sent: false,
-      card_sealed: null,
-      last_error: null,
-    });
+    const saga = (step: SagaRow["step"]): SagaRow => sagaRow({ order_id: "o1", step });
     const record = {
       order: { id: "o1", status: "CANCELLED", cancel_code: "OUT_OF_STOCK" },
       items: [],
@@ -328,24 +334,13 @@ describe("the saga worker", () => {
 });
 
 describe("the compensation", () => {
-  const releasing = (over: Partial<SagaRow> = {}): SagaRow => ({
-    order_id: randomUUID(),
-    step: "RELEASE",
-    attempts: 1,
-    next_attempt_at: new Date(),
-    claim_token: randomUUID(),
-    cancel_requested: false,
-    cancel_code: "OUT_OF_STOCK",
-    cancel_reason: "out of stock: SKU-1",
-    stock_state: "NONE",
-    payment_state: "NONE",
-    payment_id: null,
-    auth_sent: false,
-    commit_sent: false,
-    card_sealed: null,
-    last_error: null,
-    ...over,
-  });
+  const releasing = (over: Partial<SagaRow> = {}): SagaRow =>
+    sagaRow({
+      step: "RELEASE",
+      cancel_code: "OUT_OF_STOCK",
+      cancel_reason: "out of stock: SKU-1",
+      ...over,
+    });
   const priced = {
     order: { total_units: 5n, total_nanos: 0 },
     items: [],
