@@ -32,7 +32,7 @@ import {
   reapOrphan,
   spawnManaged,
 } from "@meshmart/kit/testing";
-import { validateWithEnvoy, writeLocalEnvoyConfig } from "../edge/envoy/local.js";
+import { envoyArgs, validateWithEnvoy, writeLocalEnvoyConfig } from "../edge/envoy/local.js";
 import { formatLogLine } from "./lib/log-format.js";
 import {
   dependenciesOf,
@@ -335,18 +335,12 @@ async function startEdge(): Promise<RunningService[]> {
     { grpc: port, http: port, admin: adminPort },
     {
       command: envoy,
-      args: [
-        "-c",
+      args: envoyArgs({
         configFile,
-        "--concurrency",
-        process.env.EDGE_CONCURRENCY ?? "1",
-        "--disable-hot-restart",
-        "--log-level",
-        process.env.EDGE_LOG_LEVEL ?? "warn",
-        "--log-format-escaped",
-        "--drain-time-s",
-        "2",
-      ],
+        concurrency: Number(process.env.EDGE_CONCURRENCY ?? 1),
+        logLevel: process.env.EDGE_LOG_LEVEL ?? "warn",
+        drainSeconds: 2,
+      }),
       cwd: ROOT,
       env: { PATH: process.env.PATH ?? "" },
       stopSignal: "SIGTERM",

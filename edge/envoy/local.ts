@@ -100,27 +100,44 @@ export function validateWithEnvoy(envoyBin: string, configFile: string): void {
   }
 }
 
+/** Envoy's command line for the edge on this machine (`make up` and the tests alike). */
+export function envoyArgs(options: {
+  configFile: string;
+  /** Worker threads. */
+  concurrency: number;
+  logLevel: string;
+  /** How long listeners drain on shutdown. */
+  drainSeconds: number;
+}): string[] {
+  return [
+    "-c",
+    options.configFile,
+    "--concurrency",
+    String(options.concurrency),
+    // Several Envoys share this machine (tests, make up): no shared-memory hot restart.
+    "--disable-hot-restart",
+    "--log-level",
+    options.logLevel,
+    "--log-format-escaped",
+    "--drain-time-s",
+    String(options.drainSeconds),
+    "--parent-shutdown-time-s",
+    String(options.drainSeconds + 1),
+  ];
+}
+
 /** Starts Envoy and waits until its admin says the listeners are up (/ready). */
 export async function startEnvoy(options: StartEnvoyOptions): Promise<LocalEdge> {
   const adminUrl = `http://127.0.0.1:${options.adminPort}`;
   const child = spawnManaged({
     name: options.name ?? "edge",
     command: options.envoyBin,
-    args: [
-      "-c",
-      options.configFile,
-      "--concurrency",
-      String(options.concurrency ?? 1),
-      // Several Envoys share this machine (tests, make up): no shared-memory hot restart.
-      "--disable-hot-restart",
-      "--log-level",
-      options.logLevel ?? "warn",
-      "--log-format-escaped",
-      "--drain-time-s",
-      "1",
-      "--parent-shutdown-time-s",
-      "2",
-    ],
+    args: envoyArgs({
+      configFile: options.configFile,
+      concurrency: options.concurrency ?? 1,
+      logLevel: options.logLevel ?? "warn",
+      drainSeconds: 1,
+    }),
     cwd: REPO_ROOT,
     env: { PATH: process.env.PATH ?? "" },
     stopSignal: "SIGTERM",
