@@ -4,12 +4,11 @@
  * (the edge's `identity_http` upstream points here), and the same key verifies tokens in
  * the services behind the edge.
  */
-import { randomUUID } from "node:crypto";
 import { once } from "node:events";
 import { createServer, type Server } from "node:http";
 import type { AddressInfo } from "node:net";
-import { createJwtVerifier, type TokenVerifier } from "@meshmart/kit";
-import { createLocalJWKSet, exportJWK, generateKeyPair, SignJWT } from "jose";
+import type { TokenVerifier } from "@meshmart/kit";
+import { createTestIssuer } from "@meshmart/kit/testing";
 
 /** A served ES256 key, the issuer and audience identity uses. */
 export interface JwksIssuer {
@@ -24,15 +23,10 @@ export interface JwksIssuer {
   close(): Promise<void>;
 }
 
-const ISSUER = "meshmart-identity";
-const AUDIENCE = "meshmart";
-
-/** Starts the JWKS server on a free loopback port. */
+/** The kit's test issuer, its JWKS served on a free loopback port. */
 export async function startJwksIssuer(): Promise<JwksIssuer> {
-  const { privateKey, publicKey } = await generateKeyPair("ES256");
-  const kid = `k-${randomUUID()}`;
-  const jwk = { ...(await exportJWK(publicKey)), kid, alg: "ES256", use: "sig" };
-  const jwks = JSON.stringify({ keys: [jwk] });
+  const issuer = await createTestIssuer();
+  const jwks = JSON.stringify(issuer.jwks);
   const server: Server = createServer((_req, res) => {
     res.writeHead(200, { "content-type": "application/json" }).end(jwks);
   });
@@ -42,21 +36,8 @@ export async function startJwksIssuer(): Promise<JwksIssuer> {
   return {
     port,
     jwksUrl: `http://127.0.0.1:${port}/.well-known/jwks.json`,
-    verifier: createJwtVerifier({
-      keys: createLocalJWKSet({ keys: [jwk] }),
-      issuer: ISSUER,
-      audience: AUDIENCE,
-    }),
-    token: (claims = {}) =>
-      new SignJWT({ email: "edge-test@example.com", roles: claims.roles ?? ["customer"] })
-        .setProtectedHeader({ alg: "ES256", kid })
-        .setSubject(claims.sub ?? randomUUID())
-        .setIssuer(ISSUER)
-        .setAudience(AUDIENCE)
-        .setIssuedAt()
-        .setJti(randomUUID())
-        .setExpirationTime(claims.expiresIn ?? "5m")
-        .sign(privateKey),
+    verifier: issuer.verifier,
+    token: (claims = {}) => issuer.token(claims),
     close: () =>
       new Promise<void>((resolve) => {
         server.closeAllConnections();
