@@ -327,23 +327,50 @@ function edgeObjects(graph: CallGraph): K8sObject[] {
     livenessProbe: { ...httpProbe, periodSeconds: 10, failureThreshold: 6, timeoutSeconds: 2 },
   };
   return [
-    serviceAccount(graph, EDGE),
-    deployment(graph, EDGE, container, ENVOY_UID, "edge"),
+    ...httpWorkload(graph, {
+      name: EDGE,
+      component: "edge",
+      container,
+      uid: ENVOY_UID,
+      port: graph.edge.port,
+      // http2, not http: clients' gRPC must stay HTTP/2 from the gateway to Envoy (an
+      // `http` port is HTTP/1.1 upstream, which has no trailers). Envoy's listener takes
+      // both (codec AUTO), and REST, gRPC-Web and Connect ride HTTP/2 as they are.
+      appProtocol: "http2",
+    }),
+    // No ServiceMonitor: Envoy's admin port is loopback-only; the edge's RED metrics are
+    // its sidecar's istio_requests_total, scraped by the mesh-wide Istio PodMonitor.
+  ];
+}
+
+/**
+ * A workload serving one HTTP port named `http`: its ServiceAccount, Deployment, Service
+ * and scaling (the edge and the storefront).
+ */
+function httpWorkload(
+  graph: CallGraph,
+  w: {
+    name: string;
+    component: string;
+    container: Record<string, unknown>;
+    uid: number;
+    port: number;
+    appProtocol: "http" | "http2";
+  },
+): K8sObject[] {
+  return [
+    serviceAccount(graph, w.name),
+    deployment(graph, w.name, w.container, w.uid, w.component),
     {
       apiVersion: "v1",
       kind: "Service",
-      metadata: { name: EDGE, namespace, labels: labels(EDGE, "edge") },
+      metadata: { name: w.name, namespace: graph.namespace, labels: labels(w.name, w.component) },
       spec: {
-        selector: selector(EDGE),
-        // http2, not http: clients' gRPC must stay HTTP/2 from the gateway to Envoy (an
-        // `http` port is HTTP/1.1 upstream, which has no trailers). Envoy's listener takes
-        // both (codec AUTO), and REST, gRPC-Web and Connect ride HTTP/2 as they are.
-        ports: [{ name: "http", port: graph.edge.port, targetPort: "http", appProtocol: "http2" }],
+        selector: selector(w.name),
+        ports: [{ name: "http", port: w.port, targetPort: "http", appProtocol: w.appProtocol }],
       },
     },
-    // No ServiceMonitor: Envoy's admin port is loopback-only; the edge's RED metrics are
-    // its sidecar's istio_requests_total, scraped by the mesh-wide Istio PodMonitor.
-    ...scaling(graph, EDGE),
+    ...scaling(graph, w.name),
   ];
 }
 
@@ -373,22 +400,16 @@ function storefrontObjects(graph: CallGraph): K8sObject[] {
     readinessProbe: { ...httpProbe, periodSeconds: 5, failureThreshold: 2, timeoutSeconds: 2 },
     livenessProbe: { ...httpProbe, periodSeconds: 10, failureThreshold: 3, timeoutSeconds: 2 },
   };
-  return [
-    serviceAccount(graph, STOREFRONT),
-    deployment(graph, STOREFRONT, container, SERVICE_UID, "storefront"),
-    {
-      apiVersion: "v1",
-      kind: "Service",
-      metadata: { name: STOREFRONT, namespace, labels: labels(STOREFRONT, "storefront") },
-      spec: {
-        selector: selector(STOREFRONT),
-        ports: [{ name: "http", port: storefront.port, targetPort: "http", appProtocol: "http" }],
-      },
-    },
-    // No ServiceMonitor: the server has no metrics of its own; its sidecar's
-    // istio_requests_total are its RED metrics, like the edge's.
-    ...scaling(graph, STOREFRONT),
-  ];
+  // No ServiceMonitor: the server has no metrics of its own; its sidecar's
+  // istio_requests_total are its RED metrics, like the edge's.
+  return httpWorkload(graph, {
+    name: STOREFRONT,
+    component: "storefront",
+    container,
+    uid: SERVICE_UID,
+    port: storefront.port,
+    appProtocol: "http",
+  });
 }
 
 function serviceAccount(graph: CallGraph, name: string): K8sObject {
