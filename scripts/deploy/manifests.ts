@@ -317,7 +317,6 @@ function serviceObjects(graph: CallGraph, svc: GraphService): K8sObject[] {
 }
 
 function edgeObjects(graph: CallGraph): K8sObject[] {
-  const { namespace } = graph;
   const httpProbe = { httpGet: { path: "/healthz", port: "http" } };
   const container = {
     ports: [{ name: "http", containerPort: graph.edge.port, protocol: "TCP" }],
@@ -381,7 +380,7 @@ function httpWorkload(
  * what every probe asks: it has no dependencies a readiness probe could follow.
  */
 function storefrontObjects(graph: CallGraph): K8sObject[] {
-  const { namespace, storefront } = graph;
+  const { storefront } = graph;
   const httpProbe = { httpGet: { path: "/", port: "http" } };
   const container = {
     ports: [{ name: "http", containerPort: storefront.port, protocol: "TCP" }],

@@ -123,11 +123,14 @@ test("a Go grpc client with buf-generated stubs: health, catalog, validation err
       mesh,
     );
 
-    await t.test("WatchOrder delivers the good card's order and ends after its terminal state", () => {
-      const o = report.order;
-      assert.equal(o.streamEnd, "EOF", "the server closed the stream after the terminal state");
-      assert.ok(o.messages >= 1);
-    });
+    await t.test(
+      "WatchOrder delivers the good card's order and ends after its terminal state",
+      () => {
+        const o = report.order;
+        assert.equal(o.streamEnd, "EOF", "the server closed the stream after the terminal state");
+        assert.ok(o.messages >= 1);
+      },
+    );
 
     await t.test("a declined card's order ends CANCELLED with its stock given back", () => {
       const o = report.declined;
