@@ -31,6 +31,8 @@ export const kitConfigSchema = z.object({
   LOG_LEVEL: z.enum(["fatal", "error", "warn", "info", "debug", "trace", "silent"]).default("info"),
   /** Access log: a line per RPC ("all"), only for failed RPCs ("errors"), or none. */
   ACCESS_LOG: z.enum(["all", "errors", "off"]).default("all"),
+  /** A call at least this slow gets a warning access-log line whatever its code (unless ACCESS_LOG=off). */
+  ACCESS_LOG_SLOW_MS: positiveMs.default(1_000),
   /** Upper bound on a request's deadline; a caller without one gets this. */
   MAX_DEADLINE_MS: positiveMs.default(30_000),
   /** How long SIGTERM waits for in-flight RPCs before forcing the listeners closed. */

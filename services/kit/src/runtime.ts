@@ -136,6 +136,7 @@ export async function serve(runtime: Runtime, options: ServeOptions): Promise<Se
       logger,
       accessLogger: runtime.accessLogger,
       accessLog: config.ACCESS_LOG,
+      slowRpcMs: config.ACCESS_LOG_SLOW_MS,
       metrics: runtime.metrics,
       verifier: runtime.verifier,
       maxDeadlineMs: config.MAX_DEADLINE_MS,

@@ -11,31 +11,124 @@ export interface JwtVerifierOptions {
   keys: URL | JWTVerifyGetKey;
   issuer: string;
   audience: string;
+  /**
+   * Most verified tokens remembered (least recently used go first); 0 turns the cache off.
+   * An entry is a token (~600 bytes) and its claims, so the default costs a few MB.
+   */
+  cacheSize?: number;
+  /** Clock for the cache's expiry check, in epoch ms; tests move it. */
+  now?: () => number;
+}
+
+/** Default bound of the verified-token cache: a busy replica's distinct live callers fit. */
+export const DEFAULT_TOKEN_CACHE_SIZE = 10_000;
+
+interface CachedToken {
+  caller: Caller;
+  /** The token's `exp`, in epoch ms: the entry is void from then on. */
+  expiresAt: number;
+  header: Parameters<JWTVerifyGetKey>[0];
+  /** The key the signature was checked with; a hit must resolve to this very key. */
+  key: unknown;
 }
 
 /**
  * Verifies ES256 access tokens issued by identity against its JWKS (fetched once,
  * cached, refetched when a token names an unknown key id). The edge verified the same
  * token already; checking again here is the mesh's defence in depth.
+ *
+ * Successful verifications are remembered per exact token string, because the ECDSA
+ * check dominated a busy service's auth cost while a client repeats its token on every
+ * call. A remembered token is accepted only before its `exp`, and only while the key
+ * set still resolves its header to the same key object it was verified with: after a
+ * JWKS refresh that dropped or replaced the key, the hit falls through to a full
+ * verification, which then fails. A tampered token is a different string, so it can
+ * never hit. Failures are not remembered: a bad token is either an attack (each one
+ * different, so caching gains nothing and would let junk evict good entries) or a
+ * token naming a key not fetched yet, which must be retried against the refreshed set.
  */
 export function createJwtVerifier(options: JwtVerifierOptions): TokenVerifier {
   const keys = options.keys instanceof URL ? createRemoteJWKSet(options.keys) : options.keys;
-  return async (token) => {
-    const { payload } = await jwtVerify(token, keys, {
-      issuer: options.issuer,
-      audience: options.audience,
-      algorithms: ["ES256"],
-      requiredClaims: ["sub", "exp"],
-    });
+  const cacheSize = options.cacheSize ?? DEFAULT_TOKEN_CACHE_SIZE;
+  const now = options.now ?? Date.now;
+  // A Map iterates in insertion order; re-inserting on a hit makes its head the least
+  // recently used entry.
+  const cache = new Map<string, CachedToken>();
+
+  const verifyFully = async (token: string): Promise<CachedToken> => {
+    let key: unknown;
+    let cachedHeader: Parameters<JWTVerifyGetKey>[0] | undefined;
+    const { payload } = await jwtVerify(
+      token,
+      async (header, input) => {
+        cachedHeader = header;
+        key = await keys(header, input);
+        return key as Awaited<ReturnType<JWTVerifyGetKey>>;
+      },
+      {
+        issuer: options.issuer,
+        audience: options.audience,
+        algorithms: ["ES256"],
+        requiredClaims: ["sub", "exp"],
+        currentDate: new Date(now()),
+      },
+    );
     const roles = Array.isArray(payload.roles)
       ? payload.roles.filter((r): r is string => typeof r === "string")
       : [];
     return {
-      userId: String(payload.sub),
-      email: typeof payload.email === "string" ? payload.email : "",
-      roles,
-      token,
+      caller: Object.freeze({
+        userId: String(payload.sub),
+        email: typeof payload.email === "string" ? payload.email : "",
+        roles: Object.freeze(roles),
+        token,
+      }),
+      expiresAt: (payload.exp as number) * 1000,
+      // Set, since jwtVerify resolved only after asking for the key.
+      header: cachedHeader as Parameters<JWTVerifyGetKey>[0],
+      key,
     };
+  };
+
+  /** The remembered caller if the entry is still good, else undefined (and the entry gone). */
+  const lookUp = async (token: string): Promise<Caller | undefined> => {
+    const entry = cache.get(token);
+    if (entry === undefined) return undefined;
+    // jwtVerify rejects at exp exactly (no clock tolerance); the cache does the same.
+    if (now() >= entry.expiresAt) {
+      cache.delete(token);
+      return undefined;
+    }
+    let current: unknown;
+    try {
+      // For a remote JWKS this is where a stale key set gets refreshed, as it would be
+      // on a full verification.
+      current = await keys(entry.header, { payload: "", signature: "", protected: "" });
+    } catch {
+      current = undefined;
+    }
+    if (current !== entry.key) {
+      cache.delete(token);
+      return undefined;
+    }
+    cache.delete(token);
+    cache.set(token, entry);
+    return entry.caller;
+  };
+
+  return async (token) => {
+    if (cacheSize <= 0) return (await verifyFully(token)).caller;
+    const hit = await lookUp(token);
+    if (hit !== undefined) return hit;
+    const entry = await verifyFully(token);
+    cache.delete(token);
+    cache.set(token, entry);
+    while (cache.size > cacheSize) {
+      const oldest = cache.keys().next().value;
+      if (oldest === undefined) break;
+      cache.delete(oldest);
+    }
+    return entry.caller;
   };
 }
 

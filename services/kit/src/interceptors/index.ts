@@ -15,6 +15,8 @@ export interface ServerInterceptorOptions {
   /** Logger for the access log; defaults to `logger`. */
   accessLogger?: Logger;
   accessLog?: AccessLogMode;
+  /** Duration (ms) from which any call is logged as a warning; the observe interceptor's default if unset. */
+  slowRpcMs?: number;
   metrics: RpcMetrics;
   verifier?: TokenVerifier | undefined;
   /** Methods where a bad token means anonymous rather than UNAUTHENTICATED; the mesh's by default. */
@@ -36,6 +38,7 @@ export function createServerInterceptors(options: ServerInterceptorOptions): Int
       options.accessLogger ?? options.logger,
       options.metrics,
       options.accessLog,
+      options.slowRpcMs === undefined ? {} : { slowMs: options.slowRpcMs },
     ),
     createErrorInterceptor(options.logger),
     createDeadlineInterceptor(options.maxDeadlineMs),

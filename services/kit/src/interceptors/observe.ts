@@ -24,19 +24,61 @@ export function codeName(code: Code | undefined): string {
 /** Which RPCs get an access-log line. */
 export type AccessLogMode = "all" | "errors" | "off";
 
+/** Calls at least this slow get a warning line whatever their code; see {@link createObserveInterceptor}. */
+export const DEFAULT_SLOW_RPC_MS = 1_000;
+
+/**
+ * Codes that mean the server (or something it depends on) failed: someone should look.
+ * Everything else a handler returns is the system answering a request as designed: bad
+ * input, missing or duplicate records, refusals (sold out, not yours, not signed in),
+ * a lost optimistic-concurrency race (ABORTED, which the client retries), a client that
+ * went away. Those are counted in the metrics by code; as log warnings they buried real
+ * problems (900 per flash sale for sold-out alone).
+ */
+const serverFaultCodes: ReadonlySet<Code> = new Set([
+  Code.Unknown,
+  Code.Internal,
+  Code.DataLoss,
+  Code.Unavailable,
+  Code.DeadlineExceeded,
+  Code.Unimplemented,
+  // Ambiguous: a rate limit the client tripped, or the server out of a resource (pool,
+  // memory, message size). Either way a surge of them is worth an operator's attention.
+  Code.ResourceExhausted,
+]);
+
+/** Codes whose access-log line is an error rather than a warning: data or code is broken. */
+const errorCodes: ReadonlySet<Code> = new Set([Code.Unknown, Code.Internal, Code.DataLoss]);
+
+/** Options of {@link createObserveInterceptor} beyond the access-log mode. */
+export interface ObserveOptions {
+  /** Duration from which a call is logged as a warning even when it succeeded; default 1 s. */
+  slowMs?: number;
+}
+
 /**
  * One access-log line and one RED observation per RPC, after the error interceptor
  * has decided the final code. Adopts the caller's `x-request-id` or makes one, and
  * returns it with errors (successes skip it: extra response metadata on every call
  * costs more than the id is worth when nothing went wrong). Logs the procedure, code and duration, never
  * the messages: requests can carry passwords and card numbers.
+ *
+ * The level says who has a problem. Successes and client-caused refusals (INVALID_ARGUMENT,
+ * NOT_FOUND, FAILED_PRECONDITION, PERMISSION_DENIED, CANCELED, …) are info; server faults
+ * are warn (UNAVAILABLE, DEADLINE_EXCEEDED, UNIMPLEMENTED, RESOURCE_EXHAUSTED) or error
+ * (INTERNAL, UNKNOWN, DATA_LOSS). A call slower than `slowMs` is logged at warn or above
+ * with `slow: true` in modes "all" and "errors", even when it succeeded, since latency is
+ * a fault the code alone does not show. "errors" logs every non-OK call (at its level)
+ * plus slow ones; "off" logs nothing.
  */
 export function createObserveInterceptor(
   service: string,
   logger: Logger,
   metrics: RpcMetrics,
   accessLog: AccessLogMode = "all",
+  options: ObserveOptions = {},
 ): Interceptor {
+  const slowMs = options.slowMs ?? DEFAULT_SLOW_RPC_MS;
   return (next) => async (req) => {
     const started = performance.now();
     const requestId = req.header.get("x-request-id") ?? randomUUID();
@@ -56,11 +98,18 @@ export function createObserveInterceptor(
           ? {}
           : { trace_id: trace.traceId, span_id: trace.spanId }),
       };
-      if (code === undefined || code === Code.Canceled) {
-        if (accessLog === "all") logger.info(fields, "rpc");
-      } else if (accessLog !== "off") {
-        logger.warn({ ...fields, error: message }, "rpc failed");
-      }
+      if (accessLog === "off") return;
+      const slow = ms >= slowMs;
+      // CANCELED is logged like a success, as before: the client hung up, nothing failed.
+      const failed = code !== undefined && code !== Code.Canceled;
+      if (!failed && !slow && accessLog !== "all") return;
+      const line = failed ? { ...fields, error: message } : fields;
+      const withSlow = slow ? { ...line, slow: true } : line;
+      const msg = failed ? "rpc failed" : "rpc";
+      if (code !== undefined && errorCodes.has(code)) logger.error(withSlow, msg);
+      else if (slow || (code !== undefined && serverFaultCodes.has(code)))
+        logger.warn(withSlow, msg);
+      else logger.info(withSlow, msg);
     };
     try {
       const res = await next(req);
