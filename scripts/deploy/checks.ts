@@ -21,6 +21,7 @@ import {
 } from "./callgraph.js";
 import {
   DATA_PORTS,
+  GRPC_HEALTH_CHECK_PATH,
   INGRESS,
   ISTIO_AGENT_PORT,
   type K8sObject,
@@ -304,6 +305,8 @@ export function allowedAccess(graph: CallGraph): Map<string, Set<string>> {
     for (const [caller, methods] of callersOf(graph, svc.name)) {
       const p = principal(ns, caller);
       for (const m of methods) add(svc.name, p, grpc, "POST", methodPath(svc.grpcService, m));
+      // The edge's Envoy health-checks each upstream it routes to.
+      if (caller === EDGE) add(svc.name, p, grpc, "POST", GRPC_HEALTH_CHECK_PATH);
       if (caller !== EDGE || !graph.edge.ports.includes("http")) continue;
       // Connect: POST, and GET for the read-only methods (which a Connect server takes).
       for (const m of methods) add(svc.name, p, http, "POST", methodPath(svc.grpcService, m));

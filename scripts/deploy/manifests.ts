@@ -60,6 +60,8 @@ export const MONITORING_NAMESPACE = "monitoring";
 
 /** The sidecar's own port (merged Prometheus metrics, health); Prometheus scrapes it. */
 export const ISTIO_AGENT_PORT = 15020;
+/** What the edge's gRPC health checks call on each upstream. */
+export const GRPC_HEALTH_CHECK_PATH = "/grpc.health.v1.Health/Check";
 
 const PART_OF = "meshmart";
 /** The port each data store listens on in the data namespace. */
@@ -644,6 +646,20 @@ function netpol(namespace: string, name: string, spec: Record<string, unknown>):
 
 const ms = (n: number) => `${n / 1000}s`;
 
+/** The connection pool every destination gets; `h2` says whether HTTP/1.1 is upgraded. */
+function connectionPool(h2: "UPGRADE" | "DO_NOT_UPGRADE"): Record<string, unknown> {
+  return {
+    tcp: { maxConnections: 1024, connectTimeout: "2s" },
+    http: {
+      http2MaxRequests: 1024,
+      http1MaxPendingRequests: 256,
+      maxRequestsPerConnection: 0,
+      idleTimeout: "300s",
+      h2UpgradePolicy: h2,
+    },
+  };
+}
+
 /** DestinationRule per workload: mTLS, connection pools, outlier detection, HTTP/2. */
 export function destinationRules(graph: CallGraph): K8sObject[] {
   return workloads(graph).map((name) => {
@@ -656,18 +672,9 @@ export function destinationRules(graph: CallGraph): K8sObject[] {
         host: serviceHost(graph, name),
         trafficPolicy: {
           tls: { mode: "ISTIO_MUTUAL" },
-          connectionPool: {
-            tcp: { maxConnections: 1024, connectTimeout: "2s" },
-            http: {
-              http2MaxRequests: 1024,
-              http1MaxPendingRequests: 256,
-              maxRequestsPerConnection: 0,
-              idleTimeout: "300s",
-              // The storefront's server is node:http, HTTP/1.1 only. The edge's port is
-              // http2 already (its Service says why).
-              h2UpgradePolicy: name === STOREFRONT ? "DO_NOT_UPGRADE" : "UPGRADE",
-            },
-          },
+          // The storefront's server is node:http, HTTP/1.1 only. The edge's port is http2
+          // already (its Service says why).
+          connectionPool: connectionPool(name === STOREFRONT ? "DO_NOT_UPGRADE" : "UPGRADE"),
           outlierDetection: {
             consecutive5xxErrors: 5,
             consecutiveGatewayErrors: 5,
@@ -682,7 +689,9 @@ export function destinationRules(graph: CallGraph): K8sObject[] {
                 portLevelSettings: [
                   {
                     port: { number: graph.ports.http },
-                    connectionPool: { http: { h2UpgradePolicy: "DO_NOT_UPGRADE" } },
+                    // A port-level connectionPool replaces the whole top-level one (Istio
+                    // does not merge them), so it repeats the limits.
+                    connectionPool: connectionPool("DO_NOT_UPGRADE"),
                   },
                 ],
               }),
@@ -901,6 +910,17 @@ export function authorizationPolicies(graph: CallGraph): K8sObject[] {
       const to: unknown[] = [
         { operation: { ports: [String(ports.grpc)], methods: ["POST"], paths: paths(methods) } },
       ];
+      if (caller === EDGE) {
+        // The edge's Envoy health-checks its upstreams over gRPC; denied, every host would
+        // look unhealthy and the edge would route in panic mode.
+        to.push({
+          operation: {
+            ports: [String(ports.grpc)],
+            methods: ["POST"],
+            paths: [GRPC_HEALTH_CHECK_PATH],
+          },
+        });
+      }
       if (caller === EDGE && graph.edge.ports.includes("http")) {
         // Connect: POST for every method; GET only where a Connect server takes it.
         const readOnly = readOnlyMethods(svc.grpcService).filter((m) => methods.includes(m));

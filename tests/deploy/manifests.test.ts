@@ -26,6 +26,7 @@ import {
 } from "../../scripts/deploy/checks.js";
 import {
   connectRouteName,
+  GRPC_HEALTH_CHECK_PATH,
   type K8sObject,
   SERVICE_UID,
   TERMINATION_GRACE_S,
@@ -245,7 +246,15 @@ test("the edge's Connect port: exactly its published methods, POST, and GET for 
     const on = (port: number, method: string) =>
       edgeOps
         .filter((op) => op.ports.includes(String(port)) && op.methods.includes(method))
-        .flatMap((op) => op.paths);
+        .flatMap((op) => op.paths)
+        .filter((path) => path !== GRPC_HEALTH_CHECK_PATH);
+    // The edge's Envoy health-checks the gRPC port of everything it routes to.
+    assert.ok(
+      edgeOps.some(
+        (op) => op.ports.includes(String(grpc)) && op.paths.includes(GRPC_HEALTH_CHECK_PATH),
+      ),
+      `${svc.name}: the edge's health checks are allowed`,
+    );
     // The same paths on both ports, and the exact paths, not a prefix.
     assert.deepEqual(on(grpc, "POST"), paths(published), svc.name);
     assert.deepEqual(on(http, "POST"), paths(published), svc.name);
@@ -599,9 +608,11 @@ test("mutation: the edge's Connect port opened beyond its published methods is c
     ],
   });
   // A prefix instead of the exact paths.
-  find(objects, "AuthorizationPolicy", "catalog").spec.rules[1].to[1].operation.paths = [
-    "/meshmart.catalog.v1.CatalogService/*",
-  ];
+  const catalogConnect = (find(objects, "AuthorizationPolicy", "catalog").spec.rules as Rule[])
+    .find((r) => r.from[0]?.source.principals?.includes(edgePrincipal))
+    ?.to.find((t) => t.operation.ports.includes("9001") && t.operation.methods.includes("POST"));
+  assert.ok(catalogConnect);
+  catalogConnect.operation.paths = ["/meshmart.catalog.v1.CatalogService/*"];
   const problems = checkAuthorization(objects, graph).join("\n");
   assert.match(
     problems,
