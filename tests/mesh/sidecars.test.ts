@@ -190,13 +190,13 @@ describe("sidecar mesh", () => {
     const handshakes = await sidecars()
       .sidecar("catalog")
       .envoy.stat(
-        "listener.127.0.0.1_" + sidecars().instance("catalog").inbound?.grpc + ".ssl.handshake",
+        `listener.127.0.0.1_${sidecars().instance("catalog").inbound?.grpc}.ssl.handshake`,
       );
     const edgeToCatalog = await sidecars()
       .sidecar("edge")
       .envoy.stat(`cluster.${CATALOG_CLUSTER}.ssl.handshake`);
     assert.ok((edgeToCatalog ?? 0) >= 1, `edge sidecar → catalog handshakes: ${edgeToCatalog}`);
-    assert.ok(handshakes !== undefined, "catalog's inbound listener counts handshakes");
+    assert.ok((handshakes ?? 0) >= 1, `catalog's inbound handshakes: ${handshakes}`);
   });
 
   test("kill -9 of a catalog replica while orders calls GetProduct: no failed call", async () => {
