@@ -20,7 +20,7 @@ node_modules/.install-stamp: package.json package-lock.json $(addsuffix /package
 
 install: node_modules/.install-stamp ## npm ci when package files changed
 
-tools: ## pinned Envoy, schemathesis, grpcurl, protoc-gen-go(-grpc) into .data/tools (instant when done)
+tools: ## pinned Envoy, schemathesis, grpcurl, protoc-gen-go(-grpc), Jaeger into .data/tools (instant when done)
 	bash scripts/tools/install.sh
 
 generate: install ## materialize third-party protos; generate TS code, OpenAPI, descriptor set, envoy.yaml
@@ -60,7 +60,7 @@ test: tools lint breaking typecheck ## everything CI checks: lint, buf lint, buf
 test-unit: tools generate ## only the tests, skipping the static checks
 	$(NODE_RUN) scripts/run-tests.ts
 
-up: tools generate ## run the whole mesh locally (Ctrl-C stops it)
+up: tools generate ## run the whole mesh locally (Ctrl-C stops it; OBSERVE=1 adds Jaeger and Prometheus)
 	$(NODE_RUN) scripts/up.ts
 
 test-chaos: tools generate ## the full chaos run: 2,000 orders while every service, NATS and Postgres are killed and restarted

@@ -14,11 +14,13 @@
  * one service's setting (a port of 0 means any free one; the summary names the real one), MESHMART_SERVICES=catalog,orders to start only some,
  * MESHMART_LOG=json for raw log lines, MESHMART_DB_PREFIX (default "meshmart") for the
  * per-service database names, MESHMART_UP_EXIT_AFTER_READY=1 to stop right after
- * everything is up (smoke tests).
+ * everything is up (smoke tests), OBSERVE=1 for Jaeger and Prometheus (scripts/observe/),
+ * MESH=1 to put every service and the edge behind an Envoy sidecar generated from istio/
+ * (scripts/mesh/; REPLICAS=2 also runs two instances of catalog, inventory and payments).
  */
 import { spawnSync } from "node:child_process";
 import { randomBytes } from "node:crypto";
-import { existsSync, mkdirSync, readFileSync, writeFileSync } from "node:fs";
+import { existsSync, mkdirSync, readdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { dirname, join } from "node:path";
 import { fileURLToPath } from "node:url";
 import {
@@ -48,6 +50,9 @@ import {
   serviceEnv,
 } from "./lib/services.js";
 import { ENVOY_VERSION, toolPath } from "./lib/tools.js";
+import { type LocalMesh, type MeshInstance, planLocalMesh } from "./mesh/local-mesh.js";
+import { meshRequested, replicasOf } from "./mesh/up-mesh.js";
+import { type Observability, observeRequested, startObservability } from "./observe/observe.js";
 
 const ROOT = join(dirname(fileURLToPath(import.meta.url)), "..");
 // Our own ports, away from the standard ones so a system Postgres never collides.
@@ -67,9 +72,15 @@ interface RunningService {
   recent: string[];
   /** Readiness path on the admin port (default /readyz). */
   readyPath?: string;
+  /** A sidecar's mesh instance (MESH=1): listed apart in the summary. */
+  sidecarOf?: MeshInstance;
 }
 
 let infra: Infra | undefined;
+/** The sidecar mesh, with MESH=1. */
+let mesh: LocalMesh | undefined;
+/** Jaeger and Prometheus, with OBSERVE=1. */
+let observe: Observability | undefined;
 const running: RunningService[] = [];
 let shuttingDown = false;
 /** web/dist when the storefront was built for the edge to serve. */
@@ -106,29 +117,46 @@ async function main(): Promise<void> {
     installMissing: true,
   });
   if (shuttingDown) return;
+  if (observeRequested()) {
+    observe = await startObservability({ dataDir: join(ROOT, ".data", "up", "observe"), log: say });
+  }
+  if (shuttingDown) return;
 
   const only = process.env.MESHMART_SERVICES?.split(",").map((s) => s.trim());
   const specs = implementedServices(ROOT).filter(
     (s) => only === undefined || only.length === 0 || only.includes(s.name),
   );
+  const withEdge = only === undefined || only.includes("edge");
+  if (meshRequested()) {
+    mesh = await startSidecars(specs, withEdge);
+    if (shuttingDown) return;
+  }
   // Start them all, then wait: tsx start-up is most of each service's start time.
   const starting = [];
   for (const spec of specs) {
-    const service = await startService(spec, infra);
-    running.push(service);
-    const ready = waitReady(service);
-    // Awaited below with the others; until then a failure must not count as unhandled.
-    ready.catch(() => {});
-    starting.push(ready);
+    const instances = mesh?.instancesOf(spec.name) ?? [undefined];
+    for (const instance of instances) {
+      const service = await startService(spec, infra, instance);
+      running.push(service);
+      const ready = waitReady(service);
+      // Awaited below with the others; until then a failure must not count as unhandled.
+      ready.catch(() => {});
+      starting.push(ready);
+    }
   }
   await Promise.all(starting);
   if (shuttingDown) return;
-  if (only === undefined || only.includes("edge")) {
+  if (withEdge) {
     const edge = await startEdge();
     running.push(...edge);
     await Promise.all(edge.map(waitReady));
     if (shuttingDown) return;
   }
+  await observe?.scrape({
+    adminPorts: new Map(running.map((s) => [s.spec.name, s.ports.admin])),
+    edgeAdminPort: runningService("edge")?.ports.admin,
+  });
+  if (shuttingDown) return;
   up = true;
   for (const service of running) watchForDeath(service);
   printSummary(infra);
@@ -201,18 +229,42 @@ function localSecret(file: string, variable: string): string {
   return readFileSync(path, "utf8").trim();
 }
 
-async function startService(spec: ServiceSpec, infra: Infra): Promise<RunningService> {
+/**
+ * Starts one instance of a service on its own database. With the sidecar mesh, `instance`
+ * gives its app ports (the first instance keeps the usual ones) and its sidecar's
+ * listeners as callee and JWKS URLs.
+ */
+async function startService(
+  spec: ServiceSpec,
+  infra: Infra,
+  instance?: MeshInstance,
+): Promise<RunningService> {
   // MESHMART_DB_PREFIX lets a smoke test run beside a real `make up` on one Postgres.
   const dbName = `${process.env.MESHMART_DB_PREFIX ?? "meshmart"}_${spec.name.replaceAll("-", "_")}`;
   const created = await createDatabase(infra.postgresUrl, dbName);
-  const { env, ports } = serviceEnv({
+  const configured = serviceEnv({
     spec,
     databaseUrl: databaseUrl(infra.postgresUrl, dbName),
     redisUrl: infra.redisUrl,
     natsUrl: infra.natsUrl,
-    extra: await localSettings(spec),
+    extra: { ...(await localSettings(spec)), ...observe?.serviceEnv },
     env: process.env,
   });
+  // Behind a sidecar, the ports and callee URLs are the mesh's (after any user override:
+  // two replicas must not share a port).
+  const env =
+    mesh === undefined || instance === undefined
+      ? configured.env
+      : { ...configured.env, ...mesh.appSettings(instance) };
+  const ports: ServicePorts = {
+    grpc: Number(env.GRPC_PORT),
+    http: Number(env.HTTP_PORT),
+    admin: Number(env.ADMIN_PORT),
+  };
+  const shown =
+    instance === undefined || instance.index === 0
+      ? spec
+      : { name: `${spec.name}-${instance.index}`, grpcPort: spec.grpcPort };
   for (const [kind, port] of Object.entries(ports)) {
     if (port !== 0 && (await isPortOpen("127.0.0.1", port))) {
       const variable = `${spec.name.toUpperCase()}_${kind.toUpperCase()}_PORT`;
@@ -222,9 +274,9 @@ async function startService(spec: ServiceSpec, infra: Infra): Promise<RunningSer
       );
     }
   }
-  say(`${spec.name}: database ${dbName} (${created ? "created" : "exists"}); starting…`);
+  say(`${shown.name}: database ${dbName} (${created ? "created" : "exists"}); starting…`);
   const grace = Number(env.SHUTDOWN_GRACE_MS ?? 20_000);
-  return launch(spec, ports, {
+  return launch(shown, ports, {
     command: process.execPath,
     args: ["--conditions=development", "--import", "tsx", entryPoint(spec.name)],
     cwd: ROOT,
@@ -284,6 +336,10 @@ async function whenListening(service: RunningService): Promise<ServicePorts> {
 const STOREFRONT_ENTRY = "web/server/main.ts";
 const ENVOY_PID = join(ROOT, ".data", "up", "envoy.pid");
 const STOREFRONT_PID = join(ROOT, ".data", "up", "storefront.pid");
+/** The local CA, certificates and sidecar configs (MESHMART_MESH_DIR lets a smoke test run beside a real `make up`). */
+const MESH_DIR = process.env.MESHMART_MESH_DIR ?? join(ROOT, ".data", "up", "mesh");
+/** One pid file per sidecar, so a run killed outright leaves no Envoy holding ports. */
+const SIDECAR_PIDS = join(MESH_DIR, "pids");
 
 /**
  * The edge: real Envoy on EDGE_PORT (8080), running the config the cluster runs, generated
@@ -324,8 +380,10 @@ async function startEdge(): Promise<RunningService[]> {
     port,
     adminPort,
     host: process.env.EDGE_HOST ?? "127.0.0.1",
-    services: new Map(services.map((s) => [s.spec.name, s.ports])),
+    // MESH=1: the edge dials the services through its own sidecar, with its own identity.
+    services: mesh?.edgeUpstreams() ?? new Map(services.map((s) => [s.spec.name, s.ports])),
     ...(storefrontPort === undefined ? {} : { storefrontPort }),
+    ...(observe === undefined ? {} : { otlpGrpcPort: observe.otlpGrpcPort }),
   });
   const envoy = toolPath("envoy");
   validateWithEnvoy(envoy, configFile);
@@ -427,9 +485,85 @@ function watchForDeath(service: RunningService): void {
   });
 }
 
+/**
+ * MESH=1: a local CA, a certificate and a generated Envoy config per instance (in
+ * .data/up/mesh), and every sidecar started and ready before the apps that dial them.
+ */
+async function startSidecars(specs: ServiceSpec[], withEdge: boolean): Promise<LocalMesh> {
+  const dir = MESH_DIR;
+  mkdirSync(SIDECAR_PIDS, { recursive: true });
+  for (const file of readdirSync(SIDECAR_PIDS)) {
+    await reapOrphan(join(SIDECAR_PIDS, file), "envoy", dir, say);
+    rmSync(join(SIDECAR_PIDS, file), { force: true });
+  }
+  const planned = await planLocalMesh({
+    services: specs.map((s) => s.name),
+    replicas: (name) => replicasOf(name),
+    edge: withEdge,
+    dir,
+    freePort,
+    // The first instance keeps the service's usual ports, so `make up`'s URLs stay valid.
+    appPorts: async (name, index) => {
+      const spec = specs.find((s) => s.name === name);
+      const usual =
+        index === 0 && spec !== undefined
+          ? serviceEnv({ spec, databaseUrl: "", redisUrl: "", natsUrl: "", env: process.env }).ports
+          : { grpc: 0, http: 0, admin: 0 };
+      // 0 (any free port) is decided here: the sidecar's config names the app's ports.
+      const or = async (port: number) => (port === 0 ? freePort() : port);
+      return {
+        grpc: await or(usual.grpc),
+        http: await or(usual.http),
+        admin: await or(usual.admin),
+      };
+    },
+    accessLog: process.env.MESH_ACCESS_LOG === "1",
+  });
+  const envoy = toolPath("envoy");
+  validateWithEnvoy(envoy, planned.instances[0]?.configFile ?? "");
+  say(
+    `mesh: ${planned.instances.length} sidecars (Envoy ${ENVOY_VERSION}), CA ${planned.ca.rootFile}`,
+  );
+  const sidecars: RunningService[] = [];
+  for (const instance of planned.instances) {
+    const sidecar = launch(
+      { name: `${instance.instance}.sidecar`, grpcPort: instance.sidecarAdmin },
+      {
+        grpc: instance.inbound?.grpc ?? 0,
+        http: instance.inbound?.http ?? 0,
+        admin: instance.sidecarAdmin,
+      },
+      {
+        command: envoy,
+        args: envoyArgs({
+          configFile: instance.configFile,
+          concurrency: 1,
+          logLevel: process.env.MESH_LOG_LEVEL ?? "error",
+          drainSeconds: 2,
+        }),
+        cwd: ROOT,
+        env: { PATH: process.env.PATH ?? "" },
+        stopSignal: "SIGTERM",
+        stopTimeoutMs: 10_000,
+      },
+    );
+    writeFileSync(join(SIDECAR_PIDS, `${instance.instance}.pid`), String(sidecar.child.pid));
+    sidecar.listening = true;
+    sidecar.readyPath = "/ready";
+    sidecar.sidecarOf = instance;
+    sidecars.push(sidecar);
+  }
+  running.push(...sidecars);
+  await Promise.all(sidecars.map(waitReady));
+  return planned;
+}
+
 function printSummary(infra: Infra): void {
   const edge = running.find((s) => s.spec.name === "edge");
-  const services = running.filter((s) => s !== edge && s.spec.name !== "storefront");
+  const sidecars = running.filter((s) => s.sidecarOf !== undefined);
+  const services = running.filter(
+    (s) => s !== edge && s.spec.name !== "storefront" && s.sidecarOf === undefined,
+  );
   const rest =
     edge === undefined
       ? []
@@ -438,6 +572,7 @@ function printSummary(infra: Infra): void {
           `Envoy admin http://127.0.0.1:${edge.ports.admin}`,
           ...(storefront === undefined ? [] : [`storefront http://127.0.0.1:${edge.ports.http}/`]),
         ];
+  rest.push(...(observe?.summary() ?? []));
   const parts = services.map(
     ({ spec, ports }) =>
       `${spec.name} grpc 127.0.0.1:${ports.grpc}, connect http://127.0.0.1:${ports.http}, admin http://127.0.0.1:${ports.admin}`,
@@ -447,9 +582,23 @@ function printSummary(infra: Infra): void {
       ? "no service has src/main.ts yet"
       : "MESHMART_SERVICES selects none";
   const what = parts.length > 0 ? [...rest, ...parts].join("; ") : `infrastructure only (${none})`;
-  say(bold(`meshmart is up — ${what}`));
+  const meshed = sidecars.length > 0 ? ` (MESH=1, ${sidecars.length} sidecars)` : "";
+  say(bold(`meshmart is up${meshed} — ${what}`));
   const pgUrl = infra.started.includes("postgres") ? infra.postgresUrl : "(DATABASE_URL)";
   say(`  postgres ${pgUrl} · redis ${infra.redisUrl} · nats ${infra.natsUrl}`);
+  if (mesh !== undefined) {
+    say(`  sidecars (mTLS from the local CA ${mesh.ca.rootFile}; Envoy admin for stats):`);
+    for (const { sidecarOf: i, ports } of sidecars) {
+      if (i === undefined) continue;
+      const inbound =
+        i.inbound === undefined
+          ? "outbound only"
+          : `mTLS grpc 127.0.0.1:${i.inbound.grpc}, http 127.0.0.1:${i.inbound.http}`;
+      say(
+        `    ${i.instance} (${i.identity.id}): ${inbound}, admin http://127.0.0.1:${ports.admin}`,
+      );
+    }
+  }
   const first = services[0];
   if (first !== undefined) {
     say("  try it:");
@@ -474,8 +623,11 @@ function printSummary(infra: Infra): void {
 async function shutdown(code: number, message: string): Promise<never> {
   shuttingDown = true;
   say(message);
-  // Services first: they drain into Postgres and NATS, which must still be there.
-  await Promise.all(running.map((s) => s.child.stop()));
+  // Services first: they drain into Postgres and NATS, which must still be there, and
+  // through their sidecars, which go last (as istio-proxy waits for its app).
+  await Promise.all(running.filter((s) => !s.sidecarOf).map((s) => s.child.stop()));
+  await Promise.all(running.filter((s) => s.sidecarOf).map((s) => s.child.stop()));
+  await observe?.stop();
   await infra?.stop();
   clearInterval(keepAlive);
   if (infra?.started.length) say(`stopped ${infra.started.join(", ")}`);

@@ -83,7 +83,25 @@ export interface EdgeTarget {
   resolve: "dns" | "static";
   descriptorPath: string;
   openapiPath: string;
+  /** Spans to an OpenTelemetry collector; absent (the cluster's target), the edge traces nothing. */
+  tracing?: EdgeTracing;
 }
+
+/**
+ * The edge's own spans: Envoy's OpenTelemetry tracer, exporting OTLP/gRPC to `collector`.
+ * Envoy then starts (or continues) each request's W3C trace and passes its span as the
+ * services' parent, and answers with the trace id in `x-trace-id`.
+ */
+export interface EdgeTracing {
+  collector: SocketAddress;
+  /** Percent of requests without a sampled parent that are traced (100 locally). */
+  samplingPercent: number;
+}
+
+/** The cluster the edge's OpenTelemetry tracer exports to (only with {@link EdgeTracing}). */
+export const TRACING_CLUSTER = "otel_collector";
+/** The response header that carries the trace id when the edge traces. */
+export const TRACE_ID_HEADER = "x-trace-id";
 
 export interface SocketAddress {
   address: string;
@@ -549,11 +567,18 @@ export function buildConfig(
       http_protocol_options: { accept_http_10: false },
       http2_protocol_options: { max_concurrent_streams: 100, initial_stream_window_size: 65536 },
       access_log: [accessLog],
+      ...(target.tracing === undefined ? {} : { tracing: tracingConfig(target.tracing) }),
       local_reply_config: localReplyConfig(),
       route_config: {
         name: "meshmart",
         // The OpenAPI document is answered by Envoy itself.
         max_direct_response_body_size_bytes: 1024 * 1024,
+        // The trace of a request, for someone who wants to look it up in Jaeger.
+        ...(target.tracing === undefined
+          ? {}
+          : {
+              response_headers_to_add: [header(TRACE_ID_HEADER, "%TRACE_ID%")],
+            }),
         virtual_hosts: [
           {
             name: "meshmart",
@@ -630,7 +655,35 @@ export function buildConfig(
           ...clusterBase("storefront", target.storefront, target),
           circuit_breakers: circuitBreakers,
         },
+        ...(target.tracing === undefined ? [] : [tracingCluster(target.tracing, target)]),
       ],
+    },
+  };
+}
+
+/** The HTTP connection manager's tracing: every request gets a server span (W3C context). */
+function tracingConfig(tracing: EdgeTracing) {
+  return {
+    random_sampling: { value: tracing.samplingPercent },
+    provider: {
+      name: "envoy.tracers.opentelemetry",
+      typed_config: any("envoy.config.trace.v3.OpenTelemetryConfig", {
+        grpc_service: { envoy_grpc: { cluster_name: TRACING_CLUSTER }, timeout: "1s" },
+        service_name: "edge",
+      }),
+    },
+  };
+}
+
+/** The OTLP/gRPC collector's cluster (h2c). */
+function tracingCluster(tracing: EdgeTracing, target: EdgeTarget) {
+  return {
+    ...clusterBase(TRACING_CLUSTER, tracing.collector, target),
+    typed_extension_protocol_options: {
+      "envoy.extensions.upstreams.http.v3.HttpProtocolOptions": any(
+        "envoy.extensions.upstreams.http.v3.HttpProtocolOptions",
+        { explicit_http_config: { http2_protocol_options: {} } },
+      ),
     },
   };
 }

@@ -26,6 +26,8 @@ export interface LocalEdgeOptions {
   storefrontPort?: number;
   descriptorPath?: string;
   openapiPath?: string;
+  /** Trace every request, exporting spans over OTLP/gRPC to this port on loopback (Jaeger). */
+  otlpGrpcPort?: number;
 }
 
 /** Port 1 on loopback: refused at once, so an absent upstream is a quick 503. */
@@ -49,6 +51,15 @@ export function localTarget(options: LocalEdgeOptions): EdgeTarget {
     resolve: "static",
     descriptorPath: options.descriptorPath ?? MESHMART_DESCRIPTOR,
     openapiPath: options.openapiPath ?? OPENAPI_DOCUMENT,
+    // Locally every request is traced: there is no volume to sample away.
+    ...(options.otlpGrpcPort === undefined
+      ? {}
+      : {
+          tracing: {
+            collector: { address: "127.0.0.1", port: options.otlpGrpcPort },
+            samplingPercent: 100,
+          },
+        }),
   };
 }
 
@@ -163,7 +174,9 @@ export async function startEnvoy(options: StartEnvoyOptions): Promise<LocalEdge>
     adminUrl,
     child,
     async stat(name) {
-      const res = await fetch(`${adminUrl}/stats?filter=${encodeURIComponent(`^${name}$`)}`);
+      // Cluster names hold `|` (outbound|9000||host): the filter is a regex, so escape it.
+      const exact = `^${name.replace(/[.*+?^${}()|[\]\\]/g, "\\$&")}$`;
+      const res = await fetch(`${adminUrl}/stats?filter=${encodeURIComponent(exact)}`);
       const text = await res.text();
       const line = text.split("\n").find((l) => l.startsWith(`${name}: `));
       return line === undefined ? undefined : Number(line.slice(name.length + 2));

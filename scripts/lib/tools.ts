@@ -29,7 +29,8 @@ export type ToolName =
   | "grpcurl"
   | "schemathesis"
   | "protoc-gen-go"
-  | "protoc-gen-go-grpc";
+  | "protoc-gen-go-grpc"
+  | "jaeger";
 
 /** The version `name==version` pins in requirements.txt. */
 export function pinnedPythonVersion(name: string): string {

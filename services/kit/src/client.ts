@@ -80,11 +80,14 @@ function createClientObserver(options: ServiceClientOptions): Interceptor {
     try {
       const res = await next(req);
       observe("ok");
+      span.setAttribute("rpc.grpc.status_code", 0);
       span.end();
       return res;
     } catch (reason) {
       const err = ConnectError.from(reason);
       observe(codeName(err.code));
+      // Connect's codes are gRPC's numbers.
+      span.setAttribute("rpc.grpc.status_code", err.code);
       span.setStatus({ code: SpanStatusCode.ERROR, message: err.rawMessage });
       span.end();
       throw reason;

@@ -44,6 +44,13 @@ export { NUL_RULE_ID } from "./interceptors/nul-strings.js";
 export { type Closable, runMain } from "./main.js";
 export { createLogDestination, createLogger, type Logger } from "./observability/logger.js";
 export { createRpcMetrics, type RpcMetrics } from "./observability/rpc-metrics.js";
+export {
+  annotateCallSpan,
+  inStoredTrace,
+  type StoredTraceContext,
+  traceContextOf,
+  untraced,
+} from "./observability/trace-context.js";
 export { createPageTokens, PAGE_TOKEN_KEY_BYTES, type PageTokens } from "./page-tokens.js";
 export { createRuntime, type Runtime, type RuntimeOverrides, serve } from "./runtime.js";
 export type { DependencyCheck } from "./server/health-monitor.js";

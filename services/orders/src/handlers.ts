@@ -7,12 +7,14 @@ import {
   type ServiceImpl,
 } from "@connectrpc/connect";
 import {
+  annotateCallSpan,
   type Caller,
   type Logger,
   outgoing,
   type PageTokens,
   remainingMs,
   requireCaller,
+  traceContextOf,
 } from "@meshmart/kit";
 import type { Product } from "@meshmart/kit/gen/meshmart/catalog/v1/catalog_pb.js";
 import type { CatalogService } from "@meshmart/kit/gen/meshmart/catalog/v1/catalog_service_pb.js";
@@ -124,6 +126,8 @@ export function createOrdersHandlers(deps: OrdersDeps): ServiceImpl<typeof Order
       );
       const priced = priceOrder(requested, products);
       const id = randomUUID();
+      // The order id on the span finds the trace in Jaeger (tag meshmart.order.id=<id>).
+      annotateCallSpan(ctx, { "meshmart.order.id": id });
       const outcome = await store.create({
         id,
         userId: caller.userId,
@@ -132,6 +136,7 @@ export function createOrdersHandlers(deps: OrdersDeps): ServiceImpl<typeof Order
         priced,
         cardLast4: card.number.slice(-4),
         cardSealed: vault.seal(card, id),
+        traceContext: traceContextOf(ctx),
       });
       switch (outcome.kind) {
         case "conflict":

@@ -1,4 +1,4 @@
-import type { Logger } from "@meshmart/kit";
+import { inStoredTrace, type Logger, untraced } from "@meshmart/kit";
 import { Counter, Gauge, type Registry } from "prom-client";
 import type { Decide } from "./saga.js";
 import type { OrderRecord, OrdersStore, SagaRow } from "./store.js";
@@ -84,12 +84,32 @@ export function createSagaWorker(options: SagaWorkerOptions): SagaWorker {
         const token = saga.claim_token;
         if (token === null) return;
         const current = saga;
-        const decide = await options.runStep(current, record);
-        const outcome = await store.record(current.order_id, token, decide, {
-          leaseMs,
-          keepClaim: !stopped,
-          known: current,
-        });
+        const order = record;
+        // Each step is a span of the order's trace (the PlaceOrder call's, stored with the
+        // saga), however much later and in whichever replica it runs: its calls and the
+        // events its result writes continue that trace too.
+        const outcome = await inStoredTrace(
+          current.trace_context,
+          `saga ${current.step}`,
+          {
+            "meshmart.order.id": current.order_id,
+            "meshmart.saga.step": current.step,
+            "meshmart.saga.attempt": current.attempts,
+          },
+          async (span) => {
+            const decide = await options.runStep(current, order);
+            const recorded = await store.record(current.order_id, token, decide, {
+              leaseMs,
+              keepClaim: !stopped,
+              known: current,
+            });
+            span.setAttribute(
+              "meshmart.saga.transition",
+              recorded.kind === "lost" ? "lost" : recorded.transition,
+            );
+            return recorded;
+          },
+        );
         steps.inc({
           step: current.step,
           transition: outcome.kind === "lost" ? "lost" : outcome.transition,
@@ -177,7 +197,8 @@ export function createSagaWorker(options: SagaWorkerOptions): SagaWorker {
       pumpAgain = true;
       return;
     }
-    pumping = claimRounds().finally(() => {
+    // Polls are no one's trace; each claimed step joins its order's (drive).
+    pumping = untraced(claimRounds).finally(() => {
       pumping = undefined;
     });
   }

@@ -1,4 +1,10 @@
-import { type EventNames, newEvent, type Sql, writeEvents } from "@meshmart/kit";
+import {
+  type EventNames,
+  newEvent,
+  type Sql,
+  type StoredTraceContext,
+  writeEvents,
+} from "@meshmart/kit";
 import {
   OrderCancelledSchema,
   OrderConfirmedSchema,
@@ -92,6 +98,8 @@ export interface SagaRow {
   commit_sent: boolean;
   card_sealed: Buffer | null;
   last_error: string | null;
+  /** The trace of the PlaceOrder call (W3C headers), which every step continues. */
+  trace_context: StoredTraceContext | null;
 }
 
 /** Facts a step learned, written with its transition. */
@@ -140,6 +148,8 @@ export interface NewOrder {
   priced: PricedOrder;
   cardLast4: string;
   cardSealed: Buffer;
+  /** The request's trace (traceContextOf), stored with the saga. */
+  traceContext?: StoredTraceContext;
 }
 
 /** Outcome of an idempotent PlaceOrder. */
@@ -227,7 +237,7 @@ const orderColumns =
 const itemColumns =
   "order_id, position, product_id, sku, name, quantity, unit_units, unit_nanos, line_units, line_nanos";
 const sagaColumns =
-  "order_id, step, attempts, next_attempt_at, claim_token, cancel_requested, cancel_code, cancel_reason, stock_state, payment_state, payment_id, auth_sent, commit_sent, card_sealed, last_error";
+  "order_id, step, attempts, next_attempt_at, claim_token, cancel_requested, cancel_code, cancel_reason, stock_state, payment_state, payment_id, auth_sent, commit_sent, card_sealed, last_error, trace_context";
 
 /** An order line as getIn reads it: money units as text, so no bigint passes through a double. */
 type JsonItem = Omit<OrderItemRow, "order_id" | "unit_units" | "line_units"> & {
@@ -244,6 +254,11 @@ class RequestIdTaken extends Error {
 
 /** The pool or a transaction on it (what writeEvents takes too). */
 type Db = Parameters<typeof writeEvents>[0];
+
+/** Whether a request had a trace worth storing with its saga. */
+function hasTrace(stored: StoredTraceContext | undefined): stored is StoredTraceContext {
+  return stored !== undefined && Object.keys(stored).length > 0;
+}
 
 /** `ms` as an interval parameter. */
 function seconds(ms: number): number {
@@ -461,8 +476,8 @@ export function createOrdersStore(sql: Sql, names: EventNames): OrdersStore {
             insert into order_items ${tx(values, "order_id", "position", "product_id", "sku", "name", "quantity", "unit_units", "unit_nanos", "line_units", "line_nanos")}
             returning ${tx.unsafe(itemColumns)}`.execute();
           const saga = tx`
-            insert into order_sagas (order_id, step, card_sealed)
-            values (${o.id}, 'RESERVE', ${o.cardSealed})`.execute();
+            insert into order_sagas (order_id, step, card_sealed, trace_context)
+            values (${o.id}, 'RESERVE', ${o.cardSealed}, ${hasTrace(o.traceContext) ? tx.json({ ...o.traceContext }) : null})`.execute();
           const [inserted] = await order;
           if (inserted === undefined) {
             // A concurrent or earlier request with this id committed first; the lines and

@@ -278,6 +278,7 @@ function sagaRow(over: Partial<SagaRow>): SagaRow {
     commit_sent: false,
     card_sealed: null,
     last_error: null,
+    trace_context: null,
     ...over,
   };
 }

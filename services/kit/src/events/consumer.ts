@@ -378,6 +378,7 @@ export function createEventConsumer(options: EventConsumerOptions): EventConsume
         attributes: {
           "messaging.system": "nats",
           "messaging.operation.type": "process",
+          "messaging.operation.name": "process",
           "messaging.destination.name": msg.subject,
           "messaging.consumer.group.name": durable,
           "messaging.message.id": eventId,

@@ -146,6 +146,7 @@ export function createOutboxRelay(options: OutboxRelayOptions): OutboxRelay {
         attributes: {
           "messaging.system": "nats",
           "messaging.operation.type": "publish",
+          "messaging.operation.name": "publish",
           "messaging.destination.name": row.subject,
           "messaging.message.id": row.event_id,
         },
