@@ -60,6 +60,13 @@ export const MONITORING_NAMESPACE = "monitoring";
 
 /** The sidecar's own port (merged Prometheus metrics, health); Prometheus scrapes it. */
 export const ISTIO_AGENT_PORT = 15020;
+/** The Envoy stats (as regexes over Envoy's stat names) the mesh alert rules need. */
+export const MESH_ALERT_STATS = [
+  "cluster\\..*\\.outlier_detection\\.ejections_enforced_total",
+  "cluster\\..*\\.upstream_rq_retry",
+  "cluster\\..*\\.upstream_rq_total",
+  "http\\..*\\.rbac\\.denied",
+];
 /** What the edge's gRPC health checks call on each upstream. */
 export const GRPC_HEALTH_CHECK_PATH = "/grpc.health.v1.Health/Check";
 
@@ -205,10 +212,13 @@ const containerSecurity = {
 };
 
 // The sidecar starts before the app (its first calls go through it) and keeps draining
-// connections while the app finishes its own drain.
+// connections while the app finishes its own drain. It also exports the Envoy stats the
+// mesh alerts read (deploy/base/observability/rules.yaml, group meshmart-mesh): istio-proxy
+// drops most Envoy stats unless asked.
 const proxyConfig = JSON.stringify({
   holdApplicationUntilProxyStarts: true,
   terminationDrainDuration: `${TERMINATION_GRACE_S - PRESTOP_SLEEP_S}s`,
+  proxyStatsMatcher: { inclusionRegexps: MESH_ALERT_STATS },
 });
 
 function deployment(

@@ -703,6 +703,17 @@ export function sidecarBootstrap(policy: IstioPolicy, plan: SidecarPlan): Json {
       cluster: `${plan.workload}.${policy.namespace}`,
     },
     admin: { address: listenerAddress(plan.adminPort) },
+    // Cluster names hold dots (…svc.cluster.local): Envoy's default tag would cut them at
+    // the first one. Istio's bootstrap extracts them whole, as the label `cluster_name`;
+    // the mesh's alert rules and dashboards are written against that.
+    stats_config: {
+      stats_tags: [
+        {
+          tag_name: "cluster_name",
+          regex: "^cluster\\.((.+?(\\..+?\\.svc\\.cluster\\.local)?)\\.)",
+        },
+      ],
+    },
     static_resources: {
       listeners: [
         ...plan.inbound.map((i) => inboundListener(policy, plan, i.podPort, i.listen)),

@@ -17,7 +17,8 @@ import { createGrpcTransport } from "@connectrpc/connect-node";
 import { CatalogService } from "@meshmart/kit/gen/meshmart/catalog/v1/catalog_service_pb.js";
 import { PaymentService } from "@meshmart/kit/gen/meshmart/payments/v1/payments_service_pb.js";
 import { waitFor } from "@meshmart/kit/testing";
-import { loadCallGraph } from "../../scripts/deploy/callgraph.js";
+import { parse } from "yaml";
+import { loadCallGraph, REPO_ROOT } from "../../scripts/deploy/callgraph.js";
 import { createLocalCa, type IdentityFiles } from "../../scripts/mesh/local-ca.js";
 import { type Mesh, startMesh } from "../support/mesh.js";
 
@@ -282,6 +283,37 @@ describe("sidecar mesh", () => {
     );
     for (let i = 0; i < 20; i += 1) await call();
     assert.ok(((await sickInbound()) ?? 0) > before, "the returned host takes calls again");
+  });
+});
+
+describe("the mesh's alert rules read what the sidecars export", () => {
+  test("every Envoy series in rules.yaml's mesh group is on a sidecar's /stats/prometheus", async () => {
+    const rules = parse(
+      readFileSync(join(REPO_ROOT, "deploy/base/observability/rules.yaml"), "utf8"),
+    );
+    const group = rules.groups.find((g: { name: string }) => g.name === "meshmart-mesh");
+    assert.ok(group, "rules.yaml has the meshmart-mesh group");
+    const exprs = group.rules.map((r: { expr: string }) => r.expr).join("\n");
+    const names = new Set(exprs.match(/envoy_[a-z0-9_]+/g) ?? []);
+    assert.ok(names.size >= 3, [...names].join(", "));
+    const exported = (
+      await Promise.all(
+        ["orders", "payments"].map(async (p) => {
+          const res = await fetch(`${sidecars().sidecar(p).envoy.adminUrl}/stats/prometheus`);
+          return res.text();
+        }),
+      )
+    ).join("\n");
+    for (const name of names) {
+      const series = exported.split("\n").filter((l) => l.startsWith(`${name}{`));
+      assert.ok(series.length > 0, `no sidecar exports ${name}`);
+      if (exprs.includes(`${name}{cluster_name`)) {
+        assert.ok(
+          series.some((l) => l.includes(`cluster_name="${PAYMENTS_CLUSTER}"`)),
+          `${name} carries the whole cluster name: ${series[0]}`,
+        );
+      }
+    }
   });
 });
 
