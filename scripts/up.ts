@@ -155,6 +155,14 @@ async function main(): Promise<void> {
   await observe?.scrape({
     adminPorts: new Map(running.map((s) => [s.spec.name, s.ports.admin])),
     edgeAdminPort: runningService("edge")?.ports.admin,
+    // MESH=1: every sidecar, labelled with its workload as the cluster's PodMonitor does.
+    envoys: running
+      .filter((s) => s.sidecarOf !== undefined)
+      .map((s) => ({
+        name: s.spec.name,
+        port: s.ports.admin,
+        labels: { app: s.sidecarOf?.workload ?? "" },
+      })),
   });
   if (shuttingDown) return;
   up = true;
