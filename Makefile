@@ -63,7 +63,7 @@ test-unit: tools generate ## only the tests, skipping the static checks
 up: tools generate ## run the whole mesh locally (Ctrl-C stops it; OBSERVE=1 adds Jaeger and Prometheus)
 	$(NODE_RUN) scripts/up.ts
 
-test-chaos: tools generate ## the full chaos run: 2,000 orders while every service, NATS and Postgres are killed and restarted
+test-chaos: tools generate ## the full chaos run: 2,000 orders while every service, NATS and Postgres are killed and restarted (MESH=1: through the sidecar mesh)
 	CHAOS_ORDERS=$${CHAOS_ORDERS:-2000} CHAOS_MIN_MS=$${CHAOS_MIN_MS:-240000} $(NODE_RUN) scripts/run-tests.ts tests/chaos.test.ts
 
 deploy: generate ## build, push, apply OVERLAY=dev|prod (REGISTRY=…); DRY_RUN=1 only renders and validates

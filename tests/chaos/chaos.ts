@@ -28,6 +28,8 @@ export interface ChaosOptions {
   /** After the chaos: how long every order has to reach CONFIRMED or CANCELLED. */
   settleMs: number;
   log: (line: string) => void;
+  /** Through the Envoy sidecar mesh (default: MESH=1), with two replicas of orders' callees. */
+  sidecars?: boolean;
 }
 
 /** What a chaos run did and found. */
@@ -45,9 +47,13 @@ export interface ChaosReport {
   violations: string[];
   /** Dead-lettered events, each with its reason. */
   deadLetters: string[];
+  /** With MESH=1: what the sidecars did (retries, ejections, denials), summed over all. */
+  mesh?: Record<string, number>;
 }
 
 const SERVICES = ["identity", "catalog", "inventory", "payments", "orders", "notifications"];
+/** Through the sidecar mesh (MESH=1), orders' callees run twice, so retries and ejection have somewhere to go. */
+const MESH_REPLICAS = { catalog: 2, inventory: 2, payments: 2 };
 const TARGETS = [
   "orders",
   "inventory",
@@ -94,6 +100,8 @@ export async function runChaos(options: ChaosOptions): Promise<ChaosReport> {
       label: "chaos",
       infra,
       services: SERVICES,
+      replicas: MESH_REPLICAS,
+      ...(options.sidecars === undefined ? {} : { sidecars: options.sidecars }),
       env: { SEED_DEMO: "false", CONSUMER_MAX_DELIVER: "10" },
       serviceEnv: {
         identity: {
@@ -199,8 +207,10 @@ async function drive(
   const chaos = (async () => {
     let i = 0;
     // Until orders stop, the minimum time has passed, and every kind of fault has happened.
-    while (placing || Date.now() - began < options.minChaosMs || i < TARGETS.length) {
-      const target = TARGETS[i % TARGETS.length] ?? "orders";
+    // Through the mesh, every replica is a target of its own (`catalog-1`, …).
+    const targets = TARGETS.flatMap((t) => (SERVICES.includes(t) ? mesh.processes(t) : [t]));
+    while (placing || Date.now() - began < options.minChaosMs || i < targets.length) {
+      const target = targets[i % targets.length] ?? "orders";
       i += 1;
       const downMs = 300 + Math.floor(Math.random() * 700);
       const t0 = Date.now();
@@ -226,7 +236,7 @@ async function drive(
         unexpectedExits.push(`${target} did not come back: ${why.slice(0, 2_000)}`);
       }
       // A process the fault did not target must survive it (Postgres and NATS outages included).
-      for (const name of SERVICES) {
+      for (const name of SERVICES.flatMap((s) => mesh.processes(s))) {
         if (!mesh.isRunning(name)) {
           unexpectedExits.push(`${name} exited during the ${target} fault`);
           log(`chaos: ${name} exited unexpectedly; its last output:\n${mesh.output(name)}`);
@@ -275,7 +285,9 @@ async function drive(
   log(`chaos: ${faults.length} faults: ${faults.join(", ")}`);
 
   // Everything back up, then the invariants.
-  for (const name of SERVICES) await mesh.start(name).catch(() => {});
+  for (const name of SERVICES.flatMap((s) => mesh.processes(s))) {
+    await mesh.start(name).catch(() => {});
+  }
   const verifier = await openVerifier(mesh);
   try {
     const settleBegan = Date.now();
@@ -327,6 +339,7 @@ async function drive(
       faults,
       violations,
       deadLetters,
+      ...(mesh.sidecars === undefined ? {} : { mesh: await sidecarTotals(mesh) }),
     };
   } finally {
     await verifier.close();
@@ -665,4 +678,39 @@ async function waitUntil(timeoutMs: number, count: () => Promise<number>): Promi
 
 function sleep(ms: number): Promise<void> {
   return new Promise((resolve) => setTimeout(resolve, Math.max(0, ms)));
+}
+
+/** Retries, ejections, mTLS handshakes and RBAC denials, summed over every sidecar. */
+async function sidecarTotals(mesh: Mesh): Promise<Record<string, number>> {
+  const totals: Record<string, number> = {
+    sidecars: 0,
+    retries: 0,
+    ejections: 0,
+    handshakes: 0,
+    rbacDenied: 0,
+    upstreamRequests: 0,
+  };
+  const sum = (text: string, pattern: RegExp) =>
+    text
+      .split("\n")
+      .filter((l) => pattern.test(l))
+      .reduce((n, l) => n + Number(l.slice(l.lastIndexOf(" ") + 1)), 0);
+  for (const instance of mesh.sidecars?.layout.instances ?? []) {
+    const process =
+      instance.index === 0 ? instance.workload : `${instance.workload}-${instance.index}`;
+    const running = mesh.sidecars?.sidecar(process);
+    if (running === undefined) continue;
+    const text = await (await fetch(`${running.envoy.adminUrl}/stats`)).text();
+    totals.sidecars = (totals.sidecars ?? 0) + 1;
+    totals.retries =
+      (totals.retries ?? 0) + sum(text, /^cluster\.outbound\|.*\.upstream_rq_retry: /);
+    totals.ejections =
+      (totals.ejections ?? 0) +
+      sum(text, /^cluster\.outbound\|.*\.outlier_detection\.ejections_enforced_total: /);
+    totals.handshakes = (totals.handshakes ?? 0) + sum(text, /^listener\..*\.ssl\.handshake: /);
+    totals.rbacDenied = (totals.rbacDenied ?? 0) + sum(text, /^http\.inbound_\d+\.rbac\.denied: /);
+    totals.upstreamRequests =
+      (totals.upstreamRequests ?? 0) + sum(text, /^cluster\.outbound\|.*\.upstream_rq_total: /);
+  }
+  return totals;
 }

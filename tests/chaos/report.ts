@@ -14,6 +14,13 @@ export function formatReport(report: ChaosReport): string {
       .join(" ")}`,
     `chaos faults: ${report.faults.join(", ")}`,
   ];
+  if (report.mesh !== undefined) {
+    lines.push(
+      `chaos mesh: ${Object.entries(report.mesh)
+        .map(([k, v]) => `${k}=${v}`)
+        .join(" ")}`,
+    );
+  }
   for (const d of report.deadLetters) lines.push(`dead letter: ${d}`);
   for (const v of report.violations) lines.push(`VIOLATION: ${v}`);
   if (report.violations.length === 0) lines.push("chaos: every invariant held");
