@@ -1,88 +1,35 @@
 import assert from "node:assert/strict";
-import { type ChildProcess, spawn } from "node:child_process";
 import { once } from "node:events";
 import { mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
-import { dirname, join } from "node:path";
+import { join } from "node:path";
 import { after, before, test } from "node:test";
-import { fileURLToPath } from "node:url";
-import {
-  dropDatabase,
-  openTestEvents,
-  testNatsUrl,
-  testPostgresUrl,
-  testRedisUrl,
-  uniqueName,
-} from "@meshmart/kit/testing";
+import { type MakeUp, startMakeUp } from "./support/make-up.js";
 
 // `make up MESH=1 REPLICAS=2`, the script the Makefile runs, on the test run's own infra:
 // catalog twice behind its sidecars and the edge behind its own, all on free ports, with
 // the sidecars listed and the edge's REST answered over mTLS between them.
-const ROOT = join(dirname(fileURLToPath(import.meta.url)), "..");
-let up: ChildProcess;
-let output = "";
-let adminUrl: string;
+let up: MakeUp;
 let meshDir: string;
-const prefix = uniqueName("upmesh");
+const output = () => up.output();
 
 before(async () => {
-  adminUrl = await testPostgresUrl();
   meshDir = mkdtempSync(join(tmpdir(), "meshmart-upmesh-"));
-  up = spawn(process.execPath, ["--conditions=development", "--import", "tsx", "scripts/up.ts"], {
-    cwd: ROOT,
-    env: {
-      ...process.env,
-      MESH: "1",
-      REPLICAS: "2",
-      MESHMART_MESH_DIR: meshDir,
-      DATABASE_URL: adminUrl,
-      REDIS_URL: await testRedisUrl(),
-      NATS_URL: await testNatsUrl(),
-      MESHMART_DB_PREFIX: prefix,
-      EVENTS_NAMESPACE: prefix,
-      MESHMART_SERVICES: "catalog,edge",
-      EDGE_PORT: "0",
-      EDGE_ADMIN_PORT: "0",
-      STOREFRONT_PORT: "0",
-      CATALOG_GRPC_PORT: "0",
-      CATALOG_HTTP_PORT: "0",
-      CATALOG_ADMIN_PORT: "0",
-      CATALOG_CACHE_PREFIX: `${prefix}:`,
-      NO_COLOR: "1",
-    },
-    stdio: ["ignore", "pipe", "pipe"],
-  });
-  up.stdout?.on("data", (chunk: Buffer) => {
-    output += chunk.toString();
-  });
-  up.stderr?.on("data", (chunk: Buffer) => {
-    output += chunk.toString();
-  });
-  const deadline = Date.now() + 90_000;
-  while (!/^meshmart is up/m.test(output)) {
-    if (up.exitCode !== null || Date.now() > deadline) {
-      assert.fail(`make up MESH=1 did not come up:\n${output}`);
-    }
-    await new Promise((r) => setTimeout(r, 100));
-  }
+  up = await startMakeUp("upmesh", { MESH: "1", REPLICAS: "2", MESHMART_MESH_DIR: meshDir });
 });
 
 after(async () => {
-  if (up.exitCode === null) {
-    up.kill("SIGINT");
-    await once(up, "exit");
-  }
+  await up?.cleanUp();
   rmSync(meshDir, { recursive: true, force: true });
-  await dropDatabase(adminUrl, `${prefix}_catalog`);
-  const events = await openTestEvents("upmesh", { namespace: prefix });
-  await events.close();
 });
 
 /** The admin URL `make up` printed for a sidecar. */
 function sidecarAdmin(instance: string): string {
-  const line = output.split("\n").find((l) => l.trimStart().startsWith(`${instance} (spiffe://`));
+  const line = output()
+    .split("\n")
+    .find((l) => l.trimStart().startsWith(`${instance} (spiffe://`));
   const url = /admin (http:\/\/127\.0\.0\.1:\d+)/.exec(line ?? "")?.[1];
-  assert.ok(url, `no sidecar line for ${instance} in:\n${output}`);
+  assert.ok(url, `no sidecar line for ${instance} in:\n${output()}`);
   return url;
 }
 
@@ -93,7 +40,9 @@ async function stat(adminUrl: string, name: string): Promise<number> {
 }
 
 test("the summary names the sidecars: both catalog replicas and the edge's, each with its SPIFFE id", () => {
-  const headline = output.split("\n").find((l) => l.startsWith("meshmart is up"));
+  const headline = output()
+    .split("\n")
+    .find((l) => l.startsWith("meshmart is up"));
   assert.match(headline ?? "", /\(MESH=1, 3 sidecars\)/);
   for (const [instance, account] of [
     ["catalog-0", "catalog"],
@@ -101,14 +50,14 @@ test("the summary names the sidecars: both catalog replicas and the edge's, each
     ["edge-0", "edge"],
   ]) {
     assert.match(
-      output,
+      output(),
       new RegExp(`${instance} \\(spiffe://cluster\\.local/ns/meshmart/sa/${account}\\)`),
     );
   }
 });
 
 test("REST through the edge reaches catalog over mTLS, and the replicas share the load", async () => {
-  const edge = /REST (http:\/\/127\.0\.0\.1:\d+)/.exec(output)?.[1];
+  const edge = /REST (http:\/\/127\.0\.0\.1:\d+)/.exec(output())?.[1];
   assert.ok(edge);
   for (let i = 0; i < 10; i += 1) {
     const res = await fetch(`${edge}/v1/products?page_size=2`);
@@ -128,9 +77,9 @@ test("REST through the edge reaches catalog over mTLS, and the replicas share th
 });
 
 test("Ctrl-C stops the apps, then their sidecars", async () => {
-  up.kill("SIGINT");
-  const [code] = await once(up, "exit");
-  assert.equal(code, 0, output.slice(-3_000));
+  up.process.kill("SIGINT");
+  const [code] = await once(up.process, "exit");
+  assert.equal(code, 0, output().slice(-3_000));
   const admin = sidecarAdmin("catalog-0");
   await assert.rejects(fetch(`${admin}/ready`), "catalog-0's sidecar is gone");
 });

@@ -1,70 +1,30 @@
 import assert from "node:assert/strict";
-import { type ChildProcess, execFile, spawn } from "node:child_process";
+import { execFile } from "node:child_process";
 import { once } from "node:events";
 import { dirname, join } from "node:path";
 import { after, before, test } from "node:test";
 import { fileURLToPath } from "node:url";
 import { promisify } from "node:util";
-import {
-  dropDatabase,
-  isPortOpen,
-  openTestEvents,
-  testNatsUrl,
-  testPostgresUrl,
-  testRedisUrl,
-  uniqueName,
-} from "@meshmart/kit/testing";
+import { isPortOpen, uniqueName } from "@meshmart/kit/testing";
 import { toolPath } from "../scripts/lib/tools.js";
+import { type MakeUp, startMakeUp } from "./support/make-up.js";
 
 // `make up` end to end: the script the Makefile runs, on the test run's own infra and
 // free ports, checked the way the README tells a user to check it.
 const ROOT = join(dirname(fileURLToPath(import.meta.url)), "..");
 const run = promisify(execFile);
-let up: ChildProcess;
-let output = "";
+let up: MakeUp;
 let ports: { grpc: number; http: number; admin: number; edge: number; envoyAdmin: number };
-let adminUrl: string;
-const prefix = uniqueName("upsmoke");
+const requestId = uniqueName("upsmoke-list");
+const output = () => up.output();
 
 before(async () => {
-  adminUrl = await testPostgresUrl();
-  // Port 0 everywhere: the OS picks, `make up` reports. A port chosen here and handed
-  // over could be taken by a parallel test before the service binds it.
-  up = spawn(process.execPath, ["--conditions=development", "--import", "tsx", "scripts/up.ts"], {
-    cwd: ROOT,
-    env: {
-      ...process.env,
-      DATABASE_URL: adminUrl,
-      REDIS_URL: await testRedisUrl(),
-      NATS_URL: await testNatsUrl(),
-      MESHMART_DB_PREFIX: prefix,
-      EVENTS_NAMESPACE: prefix,
-      MESHMART_SERVICES: "catalog,edge",
-      EDGE_PORT: "0",
-      EDGE_ADMIN_PORT: "0",
-      STOREFRONT_PORT: "0",
-      CATALOG_GRPC_PORT: "0",
-      CATALOG_HTTP_PORT: "0",
-      CATALOG_ADMIN_PORT: "0",
-      CATALOG_CACHE_PREFIX: `${prefix}:`,
-      NO_COLOR: "1",
-    },
-    stdio: ["ignore", "pipe", "pipe"],
-  });
-  up.stdout?.on("data", (chunk: Buffer) => {
-    output += chunk.toString();
-  });
-  up.stderr?.on("data", (chunk: Buffer) => {
-    output += chunk.toString();
-  });
-  const deadline = Date.now() + 90_000;
-  while (!/^meshmart is up/m.test(output)) {
-    if (up.exitCode !== null || Date.now() > deadline) {
-      assert.fail(`make up did not come up:\n${output}`);
-    }
-    await new Promise((r) => setTimeout(r, 100));
-  }
-  ports = portsOf(output.split("\n").find((l) => l.startsWith("meshmart is up")) ?? "");
+  up = await startMakeUp("upsmoke");
+  ports = portsOf(
+    output()
+      .split("\n")
+      .find((l) => l.startsWith("meshmart is up")) ?? "",
+  );
 });
 
 /** The ports the summary line names; every one must be there and real. */
@@ -84,17 +44,13 @@ function portsOf(line: string): typeof ports {
 }
 
 after(async () => {
-  if (up.exitCode === null) {
-    up.kill("SIGKILL");
-    await once(up, "exit");
-  }
-  await dropDatabase(adminUrl, `${prefix}_catalog`);
-  const events = await openTestEvents("upsmoke", { namespace: prefix });
-  await events.close();
+  await up?.cleanUp();
 });
 
 test("prints one 'meshmart is up' line naming the REST and catalog URLs", () => {
-  const lines = output.split("\n").filter((l) => l.startsWith("meshmart is up"));
+  const lines = output()
+    .split("\n")
+    .filter((l) => l.startsWith("meshmart is up"));
   assert.equal(lines.length, 1);
   // portsOf found five distinct, real ports in it.
   assert.equal(new Set(Object.values(ports)).size, 5, JSON.stringify(ports));
@@ -153,7 +109,7 @@ test("a seeded product comes back over gRPC and over Connect JSON", async () => 
 
 test("Envoy is the edge: it serves the catalog over REST and logs the request", async () => {
   const res = await fetch(`http://127.0.0.1:${ports.edge}/v1/products?page_size=2`, {
-    headers: { "x-request-id": `${prefix}-list` },
+    headers: { "x-request-id": requestId },
   });
   assert.equal(res.status, 200);
   assert.equal(res.headers.get("server"), "envoy");
@@ -162,19 +118,22 @@ test("Envoy is the edge: it serves the catalog over REST and logs the request", 
   assert.ok(body.nextPageToken.length > 0);
   // Envoy's access log is part of make up's output, like every service's log.
   const deadline = Date.now() + 5_000;
-  while (!output.includes(`id=${prefix}-list`) && Date.now() < deadline) {
+  while (!output().includes(`id=${requestId}`) && Date.now() < deadline) {
     await new Promise((r) => setTimeout(r, 50));
   }
   assert.match(
-    output,
-    new RegExp(`^\\[edge\\] GET /v1/products\\?page_size=2 .*200 .*id=${prefix}-list`, "m"),
+    output(),
+    new RegExp(`^\\[edge\\] GET /v1/products\\?page_size=2 .*200 .*id=${requestId}`, "m"),
   );
   const ready = await fetch(`http://127.0.0.1:${ports.envoyAdmin}/ready`);
   assert.equal(await ready.text(), "LIVE\n");
 });
 
 test("the edge serves the storefront at / and names it in the summary", async () => {
-  const summary = output.split("\n").find((l) => l.startsWith("meshmart is up")) ?? "";
+  const summary =
+    output()
+      .split("\n")
+      .find((l) => l.startsWith("meshmart is up")) ?? "";
   assert.match(summary, new RegExp(`storefront http://127\\.0\\.0\\.1:${ports.edge}/`));
   const res = await fetch(`http://127.0.0.1:${ports.edge}/`);
   assert.equal(res.status, 200);
@@ -183,9 +142,9 @@ test("the edge serves the storefront at / and names it in the summary", async ()
 });
 
 test("Ctrl-C stops everything cleanly with exit 0", async () => {
-  up.kill("SIGINT");
-  const [code] = (await once(up, "exit")) as [number | null];
-  assert.equal(code, 0, output.slice(-2000));
+  up.process.kill("SIGINT");
+  const [code] = (await once(up.process, "exit")) as [number | null];
+  assert.equal(code, 0, output().slice(-2000));
   for (const port of Object.values(ports)) {
     assert.equal(await isPortOpen("127.0.0.1", port), false, `port ${port} released`);
   }
