@@ -263,7 +263,11 @@ export function outboundClusterConfig(
 
 function certificates(plan: SidecarPlan): Json {
   return {
-    tls_params: { tls_minimum_protocol_version: "TLSv1_2" },
+    // Istio's mesh mTLS range; Envoy's client default would stop at 1.2.
+    tls_params: {
+      tls_minimum_protocol_version: "TLSv1_2",
+      tls_maximum_protocol_version: "TLSv1_3",
+    },
     tls_certificates: [
       {
         certificate_chain: { filename: plan.tls.certFile },
