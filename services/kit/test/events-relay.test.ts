@@ -261,6 +261,42 @@ describe("outbox relay", () => {
     }
   });
 
+  test("a row committed while the LISTEN is still being set up is published when it is, not at the next poll", async () => {
+    await reset();
+    const proxy = await startProxy(new URL(fx.databaseUrl));
+    const url = new URL(fx.databaseUrl);
+    url.port = String(proxy.port);
+    // One pooled connection, opened now: the relay's queries run on it while its LISTEN
+    // connection (a new one) is held at the proxy.
+    const sql = createPostgres({
+      url: url.href,
+      service: "events-test",
+      logger: silentLogger,
+      max: 1,
+    });
+    await sql`select 1`;
+    const r = relay({ sql, pollIntervalMs: 60_000, listenCheckMs: 60_000 });
+    try {
+      proxy.holdNewConnections();
+      r.start();
+      // The first (empty) round has run; the LISTEN has not reached Postgres.
+      await new Promise((resolve) => setTimeout(resolve, 300));
+      const event = created("before-listen");
+      await write(event);
+      proxy.releaseHeld();
+      const started = Date.now();
+      await waitFor("the event in the stream", async () =>
+        (await catalogStream()).some((m) => m.header.get("Nats-Msg-Id") === event.eventId),
+      );
+      // Without a poll at LISTEN time it would wait for the 60 s fallback poll.
+      assert.ok(Date.now() - started < 3_000, `published after ${Date.now() - started} ms`);
+    } finally {
+      await r.stop();
+      await sql.end({ timeout: 1 });
+      await proxy.close();
+    }
+  });
+
   test("a LISTEN check stuck on a connection that never answers does not hold up publishing", async () => {
     await reset();
     const proxy = await startProxy(new URL(fx.databaseUrl));
@@ -295,22 +331,34 @@ describe("outbox relay", () => {
   });
 });
 
-/** A TCP proxy to Postgres whose new connections can be frozen: accepted, never answered. */
+/**
+ * A TCP proxy to Postgres whose new connections can be frozen (accepted, never answered)
+ * or held (accepted, connected upstream only when released).
+ */
 async function startProxy(target: URL) {
   let frozen = false;
+  let holding = false;
+  const held: Socket[] = [];
   const sockets = new Set<Socket>();
   const server: Server = createServer((client) => {
     sockets.add(client);
     client.on("close", () => sockets.delete(client));
     client.on("error", () => {});
     if (frozen) return;
+    if (holding) {
+      held.push(client);
+      return;
+    }
+    forward(client);
+  });
+  const forward = (client: Socket) => {
     const upstream = tcpConnect(Number(target.port || 5432), target.hostname);
     sockets.add(upstream);
     upstream.on("close", () => sockets.delete(upstream));
     upstream.on("error", () => client.destroy());
     client.on("error", () => upstream.destroy());
     client.pipe(upstream).pipe(client);
-  });
+  };
   server.listen(0, "127.0.0.1");
   await once(server, "listening");
   const address = server.address();
@@ -318,6 +366,13 @@ async function startProxy(target: URL) {
     port: typeof address === "object" && address !== null ? address.port : 0,
     freezeNewConnections() {
       frozen = true;
+    },
+    holdNewConnections() {
+      holding = true;
+    },
+    releaseHeld() {
+      holding = false;
+      for (const client of held.splice(0)) forward(client);
     },
     async close() {
       for (const socket of sockets) socket.destroy();

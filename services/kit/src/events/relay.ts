@@ -431,6 +431,10 @@ function createListenSupervisor(options: {
           awaitingEcho = false;
           if (everListened) log.info("outbox LISTEN re-established");
           everListened = true;
+          // A row committed before the LISTEN took effect notified no one: poll once now
+          // instead of waiting for the fallback poll (seen: a relay started with a long
+          // poll interval left a row unpublished while its LISTEN connection was opening).
+          options.onNotify();
         }
         awaitingEcho = true;
         await Promise.race([sql`select pg_notify(${OUTBOX_CHANNEL}, ${ping})`, timedOut]);
