@@ -398,11 +398,11 @@ export function outboundRoutes(policy: IstioPolicy, service: string, podPort: nu
         route: {
           cluster: outboundCluster(policy.namespace, service, toPort),
           timeout,
-          // As istiod writes it: a caller's grpc-timeout applies, capped at the route's
-          // timeout, and a call without one gets the route's. (The newer
-          // max_stream_duration.grpc_timeout_header_max leaves a call without the header
-          // with no timeout at all: measured here, a hung RefreshToken never ended.)
-          max_grpc_timeout: timeout,
+          // What istiod means by its (deprecated) max_grpc_timeout: a caller's grpc-timeout
+          // applies, capped at the route's timeout, and a call without one gets the route's.
+          // grpc_timeout_header_max alone would leave a call without the header unbounded
+          // (measured: a hung RefreshToken never ended), hence max_stream_duration too.
+          max_stream_duration: { max_stream_duration: timeout, grpc_timeout_header_max: timeout },
           ...(retry === undefined ? {} : { retry_policy: retry }),
         },
       });
@@ -609,7 +609,7 @@ function inboundListener(policy: IstioPolicy, plan: SidecarPlan, podPort: number
                         cluster: inboundCluster(podPort),
                         timeout: "0s",
                         // 0: the caller's grpc-timeout as it came, none without it.
-                        max_grpc_timeout: "0s",
+                        max_stream_duration: { grpc_timeout_header_max: "0s" },
                       },
                     },
                   ],

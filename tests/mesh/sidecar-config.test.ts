@@ -132,7 +132,11 @@ describe("routes: the VirtualServices' timeouts and retries, per method and port
             ]);
           }
           assert.equal(route.route.timeout, istio.timeout, where);
-          assert.equal(route.route.max_grpc_timeout, istio.timeout, where);
+          assert.deepEqual(
+            route.route.max_stream_duration,
+            { max_stream_duration: istio.timeout, grpc_timeout_header_max: istio.timeout },
+            where,
+          );
           assert.equal(
             route.route.cluster,
             outboundCluster(NS, service, istio.route[0].destination.port.number),
