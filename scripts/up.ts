@@ -250,6 +250,10 @@ async function startService(
   // MESHMART_DB_PREFIX lets a smoke test run beside a real `make up` on one Postgres.
   const dbName = `${process.env.MESHMART_DB_PREFIX ?? "meshmart"}_${spec.name.replaceAll("-", "_")}`;
   const created = await createDatabase(infra.postgresUrl, dbName);
+  // A `make up` killed outright (SIGKILL) leaves its services running on their ports.
+  const instanceName =
+    instance === undefined || instance.index === 0 ? spec.name : `${spec.name}-${instance.index}`;
+  await reapOrphan(servicePidFile(instanceName), "node", entryPoint(spec.name), say);
   const configured = serviceEnv({
     spec,
     databaseUrl: databaseUrl(infra.postgresUrl, dbName),
@@ -269,10 +273,7 @@ async function startService(
     http: Number(env.HTTP_PORT),
     admin: Number(env.ADMIN_PORT),
   };
-  const shown =
-    instance === undefined || instance.index === 0
-      ? spec
-      : { name: `${spec.name}-${instance.index}`, grpcPort: spec.grpcPort };
+  const shown = instanceName === spec.name ? spec : { name: instanceName, grpcPort: spec.grpcPort };
   for (const [kind, port] of Object.entries(ports)) {
     if (port !== 0 && (await isPortOpen("127.0.0.1", port))) {
       const variable = `${spec.name.toUpperCase()}_${kind.toUpperCase()}_PORT`;
@@ -284,7 +285,7 @@ async function startService(
   }
   say(`${shown.name}: database ${dbName} (${created ? "created" : "exists"}); starting…`);
   const grace = Number(env.SHUTDOWN_GRACE_MS ?? 20_000);
-  return launch(shown, ports, {
+  const service = launch(shown, ports, {
     command: process.execPath,
     args: ["--conditions=development", "--import", "tsx", entryPoint(spec.name)],
     cwd: ROOT,
@@ -293,6 +294,15 @@ async function startService(
     // The service exits by itself at grace + 5 s; SIGKILL only if even that fails.
     stopTimeoutMs: grace + 10_000,
   });
+  writeFileSync(servicePidFile(shown.name), String(service.child.pid));
+  return service;
+}
+
+/** Where a service instance's pid is kept, per database prefix (a smoke test beside `make up` has its own). */
+function servicePidFile(name: string): string {
+  const dir = join(ROOT, ".data", "up", "pids");
+  mkdirSync(dir, { recursive: true });
+  return join(dir, `${process.env.MESHMART_DB_PREFIX ?? "meshmart"}-${name}.pid`);
 }
 
 /** Spawns a process whose output is shown prefixed and whose "listening" line fills in its ports. */
