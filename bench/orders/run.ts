@@ -36,10 +36,12 @@ import { printProblems, printWarnings, writeResults } from "../lib/report.js";
 import { runBenchmark } from "../lib/run-benchmark.js";
 import { mean, sleep, stats } from "../lib/stats.js";
 import { servicePids, startMeshCpu } from "./cpu.js";
+import { calibrateEcho } from "./echo.js";
 
 const SERVICES = ["identity", "catalog", "inventory", "payments", "orders"] as const;
 const TARGET_CONFIRMED_PER_S = 500;
 const TARGET_P99_RESPONSE_MS = 100;
+const TARGET_ECHO_CALLS_PER_ORDER = 250;
 const NOISE_CORES = 0.1;
 const ADMIN = { email: "bench-admin@example.com", password: "bench admin password" };
 const CARD = { number: "4242424242424242", expMonth: 12, expYear: 2030, cvc: "123" };
@@ -57,13 +59,18 @@ const settings = {
   /**
    * respond: a worker places its next order when PlaceOrder answers (the front door's
    * pace). confirm: when its order is CONFIRMED, so at most `concurrency` orders are open.
+   * idle: confirm with one order at a time (BENCH_CONCURRENCY ignored), and where each
+   * order's time goes, from the services' own histograms.
    */
   mode: modeEnv(),
 };
-function modeEnv(): "respond" | "confirm" {
+if (settings.mode === "idle") settings.concurrency = 1;
+/** Whether workers wait for their order's terminal event (a steady state, CPU per order). */
+const waitsForTerminal = settings.mode !== "respond";
+function modeEnv(): "respond" | "confirm" | "idle" {
   const raw = process.env.BENCH_MODE ?? "respond";
-  if (raw === "respond" || raw === "confirm") return raw;
-  console.error(`BENCH_MODE must be respond or confirm, got '${raw}'`);
+  if (raw === "respond" || raw === "confirm" || raw === "idle") return raw;
+  console.error(`BENCH_MODE must be respond, confirm or idle, got '${raw}'`);
   process.exit(2);
 }
 
@@ -99,12 +106,15 @@ async function main(): Promise<void> {
     `services: ${serverMode() === "compiled" ? "compiled, as the images run" : "from source under tsx (BENCH_SOURCE=1)"}`,
   );
   say(
-    `mode ${settings.mode}: ${settings.concurrency} ${settings.mode === "respond" ? "PlaceOrder calls in flight" : "orders open (placed, not yet CONFIRMED)"} over gRPC; warm-up ${settings.warmupSeconds} s, ` +
+    `mode ${settings.mode}: ${settings.concurrency} ${!waitsForTerminal ? "PlaceOrder calls in flight" : "orders open (placed, not yet CONFIRMED)"} over gRPC; warm-up ${settings.warmupSeconds} s, ` +
       `measured ${settings.durationSeconds} s; ${settings.products} products, ${settings.customers} customers, card ${CARD.number.slice(-4)}`,
   );
   const busy = await machineBusy(1000);
   say(`machine busy before the run: ${(busy * 100).toFixed(0)}% of ${availableParallelism()} cpus`);
   if (busy > 0.1) warnings.push(`before the run the machine was ${(busy * 100).toFixed(0)}% busy`);
+  // The unit of CPU: measured before the mesh starts and again once its orders settled.
+  const echoBefore = await calibrateEcho();
+  say(`bare grpc-js echo: ${echoBefore.usPerCall.toFixed(1)} µs CPU per call (before the mesh)`);
 
   // Mesh children are unref'd; this keeps the run alive while it only awaits them.
   const keepAlive = setInterval(() => {}, 1_000);
@@ -192,7 +202,7 @@ async function main(): Promise<void> {
         tracked.set(id, order);
         if (measured) responseMs.push(answeredAt - startedAt);
         if (answeredAt >= warmupEnds && answeredAt < windowEnds) placedInWindow++;
-        if (settings.mode === "confirm") await terminal(id, order);
+        if (waitsForTerminal) await terminal(id, order);
       } catch (reason) {
         const code = reason instanceof ConnectError ? String(reason.code) : "client";
         errors.set(code, (errors.get(code) ?? 0) + 1);
@@ -222,10 +232,16 @@ async function main(): Promise<void> {
       await sleep(1_000);
     }
   })();
+  // idle: the services' histograms at the window's edges (where an order's time goes).
+  const histogramUrls = SERVICES.filter((s) => s !== "identity" && s !== "catalog").map(
+    (name) => [name, `http://127.0.0.1:${mesh.ports(name).admin}/metrics`] as const,
+  );
+  let histogramsAtStart: Promise<Map<string, HistogramSum>> | undefined;
   // Exactly the window: calls still in flight when it closes are not in it.
   let used: ReturnType<ReturnType<typeof startMeshCpu>["stop"]> | undefined;
   const cpuWindow = (async () => {
     await sleep(warmupEnds - wallNow());
+    if (settings.mode === "idle") histogramsAtStart = scrapeHistograms(histogramUrls);
     const cpu = startMeshCpu(pids);
     await sleep(windowEnds - wallNow());
     used = cpu.stop();
@@ -234,6 +250,7 @@ async function main(): Promise<void> {
   say(`placing orders: warm-up ${settings.warmupSeconds} s, then ${settings.durationSeconds} s…`);
   await Promise.all(Array.from({ length: settings.concurrency }, worker));
   await cpuWindow;
+  const histogramsAtEnd = settings.mode === "idle" ? scrapeHistograms(histogramUrls) : undefined;
   sampling = false;
   await lagSampler;
   const windowSeconds = settings.durationSeconds;
@@ -266,6 +283,8 @@ async function main(): Promise<void> {
   const toDelivered = confirmedMeasured.map((o) => (o.deliveredAt ?? 0) - o.startedAt);
   const eventLag = confirmedMeasured.map((o) => (o.deliveredAt ?? 0) - (o.terminalAt ?? 0));
   const db = await countInDatabase(mesh);
+  const echoAfter = await calibrateEcho();
+  const echoUs = (echoBefore.usPerCall + echoAfter.usPerCall) / 2;
   const errorCount = [...errors.values()].reduce((a, b) => a + b, 0);
   const problems: string[] = [];
   if (errorCount > 0) {
@@ -275,7 +294,7 @@ async function main(): Promise<void> {
   }
   if (cancelled > 0) problems.push(`${cancelled} orders CANCELLED (stock and card should confirm)`);
   // A backlog still draining is a finding, not a failure; a lost order is.
-  if (unsettled > 0 && settings.mode === "confirm") {
+  if (unsettled > 0 && waitsForTerminal) {
     problems.push(`${unsettled} orders not terminal ${settings.settleSeconds} s after the window`);
   }
   const eventsConfirmed = all.filter((o) => o.status === "CONFIRMED").length;
@@ -372,7 +391,7 @@ async function main(): Promise<void> {
     say(`  CPU in the window, cores: ${parts.join(", ")}, others ${f(used.othersCores, 2)}`);
     const usPerOrder = (used.totalOurs * 1e6) / Math.max(1, confirmedInWindow);
     // Only at a steady state is all the CPU spent on the orders confirmed.
-    if (settings.mode === "confirm") {
+    if (waitsForTerminal) {
       const { wallSeconds } = used;
       const each = Object.entries(used.cores).map(
         ([name, c]) => `${name} ${f((c * wallSeconds * 1e6) / Math.max(1, confirmedInWindow), 0)}`,
@@ -381,7 +400,32 @@ async function main(): Promise<void> {
         `  CPU per confirmed order: ${f(usPerOrder, 0)} µs (${each.join(", ")}); ` +
           `all ${availableParallelism()} cores at 100% would be ~${f((availableParallelism() * 1e6) / usPerOrder, 0)} orders/s`,
       );
+      const echoEach = Object.entries(used.cores).map(
+        ([name, c]) =>
+          `${name} ${f((c * wallSeconds * 1e6) / Math.max(1, confirmedInWindow) / echoUs, 0)}`,
+      );
+      say(
+        `  CPU per confirmed order in bare grpc-js echo calls: ${f(usPerOrder / echoUs, 0)} ` +
+          `(${echoEach.join(", ")}); target <= ${TARGET_ECHO_CALLS_PER_ORDER}`,
+      );
     }
+  }
+  say(
+    `  bare grpc-js echo, server CPU per call: ${f(echoBefore.usPerCall)} µs before the mesh, ` +
+      `${f(echoAfter.usPerCall)} µs after (${f(echoUs)} µs the unit above)`,
+  );
+  const breakdown =
+    histogramsAtStart === undefined || histogramsAtEnd === undefined
+      ? undefined
+      : timeBreakdown(await histogramsAtStart, await histogramsAtEnd, confirmedMeasured.length);
+  if (breakdown !== undefined) {
+    say(
+      "  where an idle order's time goes (services' histograms over the window, per confirmed order):",
+    );
+    for (const line of breakdown)
+      say(
+        `    ${line.label.padEnd(58)} ${f(line.perOrder, 2).padStart(5)} x ${f(line.meanMs, 2).padStart(7)} ms`,
+      );
   }
   printProblems(
     say,
@@ -413,6 +457,12 @@ async function main(): Promise<void> {
     },
     errors: Object.fromEntries(errors),
     cpuInWindow: used,
+    echo: { before: echoBefore, after: echoAfter, usPerCall: echoUs },
+    echoCallsPerConfirmedOrder:
+      used !== undefined && waitsForTerminal
+        ? (used.totalOurs * 1e6) / Math.max(1, confirmedInWindow) / echoUs
+        : undefined,
+    idleBreakdown: breakdown,
     targets: {
       confirmedPerS: { target: TARGET_CONFIRMED_PER_S, met: throughputMet },
       p99ResponseMs: { target: TARGET_P99_RESPONSE_MS, met: latencyMet },
@@ -540,6 +590,61 @@ async function scrape(url: string): Promise<Map<string, number>> {
     }
   }
   return out;
+}
+
+/** A histogram series' running sum (seconds) and count. */
+interface HistogramSum {
+  sum: number;
+  count: number;
+}
+
+/**
+ * Every `db_operation_duration_seconds` and `rpc_request_duration_seconds` series of each
+ * service, keyed `<service> <labels>`.
+ */
+async function scrapeHistograms(
+  urls: readonly (readonly [string, string])[],
+): Promise<Map<string, HistogramSum>> {
+  const out = new Map<string, HistogramSum>();
+  for (const [service, url] of urls) {
+    const res = await fetch(url, { signal: AbortSignal.timeout(2_000) }).catch(() => undefined);
+    const text = (await res?.text()) ?? "";
+    for (const line of text.split("\n")) {
+      const m =
+        /^(db_operation_duration_seconds|rpc_request_duration_seconds)_(sum|count)\{([^}]*)\}\s+(\S+)/.exec(
+          line,
+        );
+      if (m?.[1] === undefined || m[3] === undefined || m[4] === undefined) continue;
+      const labels = m[3].replaceAll('"', "").replace(/,?outcome=ok/, "");
+      if (labels.includes("outcome=")) continue;
+      const key = `${service} ${m[1].startsWith("db") ? "db" : "rpc"} ${labels}`;
+      const entry = out.get(key) ?? { sum: 0, count: 0 };
+      if (m[2] === "sum") entry.sum = Number(m[4]);
+      else entry.count = Number(m[4]);
+      out.set(key, entry);
+    }
+  }
+  return out;
+}
+
+/** Per series: how often per order and how long each, over the window. */
+function timeBreakdown(
+  start: Map<string, HistogramSum>,
+  end: Map<string, HistogramSum>,
+  orders: number,
+): { label: string; perOrder: number; meanMs: number }[] {
+  const lines: { label: string; perOrder: number; meanMs: number }[] = [];
+  for (const [key, e] of end) {
+    const s = start.get(key) ?? { sum: 0, count: 0 };
+    const count = e.count - s.count;
+    if (count <= 0) continue;
+    lines.push({
+      label: key.replace(/service=meshmart\.[a-z]+\.v1\./, ""),
+      perOrder: count / Math.max(1, orders),
+      meanMs: ((e.sum - s.sum) * 1000) / count,
+    });
+  }
+  return lines.sort((a, b) => a.label.localeCompare(b.label));
 }
 
 /** Orders by status in the orders database (the cross-check of what the stream showed). */

@@ -102,6 +102,7 @@ export function createSagaWorker(options: SagaWorkerOptions): SagaWorker {
               leaseMs,
               keepClaim: !stopped,
               known: current,
+              order,
             });
             span.setAttribute(
               "meshmart.saga.transition",

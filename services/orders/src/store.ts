@@ -1,6 +1,7 @@
 import {
   type EventNames,
   newEvent,
+  outboxRows,
   type Sql,
   type StoredTraceContext,
   writeEvents,
@@ -227,6 +228,11 @@ export interface OrdersStore {
        * then written without a lock when the row is still so (checked in the write).
        */
       known?: SagaRow;
+      /**
+       * The order as the caller read it when it claimed the saga. With `known`, a terminal
+       * transition is then written in one statement when the rows are still as expected.
+       */
+      order?: OrderRecord;
     },
   ): Promise<RecordOutcome>;
   getSaga(orderId: string): Promise<SagaRow | undefined>;
@@ -310,6 +316,20 @@ async function writeStep(
   { leaseMs, keepClaim }: { leaseMs: number; keepClaim: boolean },
   known?: SagaRow,
 ): Promise<RecordOutcome | undefined> {
+  // The authorized payment's id goes on the order in the same statement (a data-modifying
+  // CTE after the saga's update, so only if that matched): one round trip, where a
+  // transaction with the row locked took five.
+  const paymentId =
+    known !== undefined && touchesOrder(transition) ? transition.changes?.payment_id : undefined;
+  const withOrder = (update: ReturnType<Db>) =>
+    paymentId === undefined
+      ? update
+      : db`
+        with s as (${update}),
+        o as (
+          update orders set payment_id = ${paymentId}, updated_at = now()
+          where id in (select order_id from s) and payment_id is null)
+        select * from s`;
   const guard =
     known === undefined
       ? db``
@@ -319,23 +339,25 @@ async function writeStep(
   // Every branch writes last_error, so the column list is never empty.
   const columns = changedColumns(transition.changes);
   if (transition.kind === "retry") {
-    const rows = await db`
+    const rows = await withOrder(db`
       update order_sagas set ${db({ ...columns, last_error: transition.error })},
         claim_token = null,
         next_attempt_at = now() + make_interval(secs => ${seconds(transition.delayMs)}),
         updated_at = now()
-      where order_id = ${orderId} ${guard}`;
-    return rows.count === 0 ? undefined : { kind: "parked", transition: transition.kind };
+      where order_id = ${orderId} ${guard}
+      returning order_id`);
+    return rows.length === 0 ? undefined : { kind: "parked", transition: transition.kind };
   }
   const { step } = transition;
   if (!keepClaim) {
-    const rows = await db`
+    const rows = await withOrder(db`
       update order_sagas set ${db({ ...columns, step, attempts: 0, last_error: null })},
         claim_token = null, next_attempt_at = now(), updated_at = now()
-      where order_id = ${orderId} ${guard}`;
-    return rows.count === 0 ? undefined : { kind: "parked", transition: transition.kind };
+      where order_id = ${orderId} ${guard}
+      returning order_id`);
+    return rows.length === 0 ? undefined : { kind: "parked", transition: transition.kind };
   }
-  const [next] = await db<SagaRow[]>`
+  const [next] = await withOrder(db`
     update order_sagas set ${db({ ...columns, step, attempts: 1, last_error: null })},
       claim_token = gen_random_uuid(),
       next_attempt_at = now() + make_interval(secs => ${seconds(leaseMs)}),
@@ -343,10 +365,10 @@ async function writeStep(
       commit_sent = commit_sent or ${step} = 'COMMIT_STOCK',
       updated_at = now()
     where order_id = ${orderId} ${guard}
-    returning ${db.unsafe(sagaColumns)}`;
+    returning ${db.unsafe(sagaColumns)}`);
   return next === undefined
     ? undefined
-    : { kind: "claimed", transition: transition.kind, saga: next };
+    : { kind: "claimed", transition: transition.kind, saga: next as unknown as SagaRow };
 }
 
 /**
@@ -444,6 +466,77 @@ export function createOrdersStore(sql: Sql, names: EventNames): OrdersStore {
         : newEvent(OrderCancelledSchema, init),
     ]);
     return record;
+  }
+
+  /**
+   * The terminal write of {@link finish} as one statement, without a lock: the saga goes
+   * DONE only if it is still as its claim holder knew it (claim, step, cancellation) and
+   * the order still as `record` shows it (PENDING, its payment id), then the order turns
+   * terminal and its event goes to the outbox, all or nothing. Only the claim holder
+   * writes an order after PlaceOrder, so the order and its event can be built here,
+   * `updated_at` included, from what the caller read. Undefined when nothing matched (the
+   * caller then locks the row and decides again).
+   */
+  async function finishGuarded(
+    known: SagaRow,
+    record: OrderRecord,
+    transition: Extract<Transition, { kind: "confirm" | "cancel" }>,
+  ): Promise<RecordOutcome | undefined> {
+    const { changes } = transition;
+    const status = transition.kind === "confirm" ? "CONFIRMED" : "CANCELLED";
+    const code: CancelCodeText =
+      status === "CONFIRMED" ? "" : changes?.cancel_code || known.cancel_code || "INTERNAL_ERROR";
+    const reason = status === "CONFIRMED" ? "" : (changes?.cancel_reason ?? known.cancel_reason);
+    const before = record.order;
+    // The caller may have read the order before an authorization put the saga's payment id
+    // on it (writeStep): expect that one. A wrong guess only costs the locked path.
+    const paymentBefore = before.payment_id ?? known.payment_id;
+    const paymentAfter =
+      status === "CONFIRMED"
+        ? (paymentBefore ?? changes?.payment_id ?? known.payment_id)
+        : paymentBefore;
+    const order: OrderRow = {
+      ...before,
+      status,
+      cancel_code: code,
+      cancel_reason: reason,
+      payment_id: paymentAfter,
+      updated_at: new Date(),
+    };
+    const done: OrderRecord = { order, items: record.items };
+    const init = { orderId: order.id, userId: order.user_id, order: toOrder(done) };
+    const [event] = outboxRows(names, [
+      status === "CONFIRMED"
+        ? newEvent(OrderConfirmedSchema, init)
+        : newEvent(OrderCancelledSchema, init),
+    ]);
+    if (event === undefined) return undefined;
+    const { card_sealed: _wiped, ...columns } = changedColumns(changes);
+    const [row] = await sql<{ written: number }[]>`
+      with s as (
+        update order_sagas set ${sql({ ...columns, step: "DONE", last_error: null })},
+          claim_token = null, card_sealed = null, updated_at = now()
+        where order_id = ${order.id} and claim_token = ${known.claim_token}
+          and step = ${known.step} and cancel_requested = ${known.cancel_requested}
+          and cancel_code = ${known.cancel_code} and cancel_reason = ${known.cancel_reason}
+          and exists (
+            select 1 from orders where id = ${order.id} and status = 'PENDING'
+              and payment_id is not distinct from ${paymentBefore}::uuid)
+        returning order_id),
+      o as (
+        update orders set status = ${status}, cancel_code = ${code}, cancel_reason = ${reason},
+          payment_id = ${paymentAfter}::uuid, updated_at = ${order.updated_at}
+        where id in (select order_id from s)
+        returning id),
+      e as (
+        insert into event_outbox (event_id, subject, event_type, payload, headers)
+        select ${event.event_id}::uuid, ${event.subject}, ${event.event_type}, ${event.payload},
+          ${sql.json(event.headers)}::jsonb
+        from o
+        returning event_id)
+      select (select count(*) from e)::int as written`;
+    if (row?.written !== 1) return undefined;
+    return { kind: "finished", transition: transition.kind, record: done };
   }
 
   return {
@@ -603,15 +696,18 @@ export function createOrdersStore(sql: Sql, names: EventNames): OrdersStore {
         )}`;
     },
 
-    async record(orderId, token, decide, { leaseMs, keepClaim, known }) {
+    async record(orderId, token, decide, { leaseMs, keepClaim, known, order }) {
       // The common case needs no lock: the worker holds the saga as its claim returned it,
       // and a step that only moves the saga is one conditional UPDATE, written only if no
       // one touched the row since (a customer's cancellation, a lapsed claim). Otherwise,
       // and for anything that also changes the order, the row is locked and re-decided.
       const early = known?.claim_token === token ? decide(known) : undefined;
-      if (known !== undefined && early !== undefined && !touchesOrder(early)) {
+      if (known !== undefined && early !== undefined) {
         if (early.kind === "next" || early.kind === "retry") {
           const written = await writeStep(sql, orderId, early, { leaseMs, keepClaim }, known);
+          if (written !== undefined) return written;
+        } else if (order !== undefined) {
+          const written = await finishGuarded(known, order, early);
           if (written !== undefined) return written;
         }
       }

@@ -19,6 +19,7 @@ export {
 } from "./dead-letters.js";
 export { EventHeaders, PROTOBUF_CONTENT_TYPE } from "./headers.js";
 export { type ConnectNatsOptions, connectNats, natsCheck } from "./nats.js";
+export { type OutboxInsertRow, outboxRows } from "./outbox.js";
 export { createOutboxRelay, type OutboxRelay, type OutboxRelayOptions } from "./relay.js";
 export {
   type ConsumeOptions,

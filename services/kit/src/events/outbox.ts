@@ -52,18 +52,36 @@ export async function writeEvents(
   events: readonly OutboundEvent[],
 ): Promise<void> {
   if (events.length === 0) return;
+  const rows = outboxRows(names, events);
+  await tx`
+    insert into event_outbox ${tx(rows, "event_id", "subject", "event_type", "payload", "headers")}
+    on conflict (event_id) do nothing`;
+}
+
+/** One `event_outbox` row as {@link outboxRows} builds it. */
+export interface OutboxInsertRow {
+  event_id: string;
+  subject: string;
+  event_type: string;
+  payload: Buffer;
+  headers: Record<string, string>;
+}
+
+/**
+ * The outbox rows {@link writeEvents} inserts, for a store that writes them inside a
+ * statement of its own (one round trip with the change they announce). The active trace
+ * context goes with each row, as writeEvents does it.
+ */
+export function outboxRows(names: EventNames, events: readonly OutboundEvent[]): OutboxInsertRow[] {
   const headers: Record<string, string> = {};
   propagation.inject(context.active(), headers);
-  const rows = events.map((e) => ({
+  return events.map((e) => ({
     event_id: e.eventId,
     subject: names.subjectOf(e.schema),
     event_type: e.schema.typeName,
     payload: Buffer.from(toBinary(e.schema, e.message)),
     headers,
   }));
-  await tx`
-    insert into event_outbox ${tx(rows, "event_id", "subject", "event_type", "payload", "headers")}
-    on conflict (event_id) do nothing`;
 }
 
 /** Creates the kit's event tables (outbox, inbox) in a service's database. */
