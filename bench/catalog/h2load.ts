@@ -145,6 +145,26 @@ async function readLatencies(
   return { logNon200: non200, latenciesUs: Float64Array.from(times) };
 }
 
+/**
+ * Requests of a run that did not end in a 2xx, counted every way h2load reports them, and
+ * the line that says which (undefined when there were none).
+ */
+export function h2loadFailures(h: H2loadResult, phase: string): { count: number; line?: string } {
+  const count =
+    h.failed +
+    h.errored +
+    h.timeout +
+    h.status["3xx"] +
+    h.status["4xx"] +
+    h.status["5xx"] +
+    (h.logNon200 ?? 0);
+  if (count === 0) return { count };
+  return {
+    count,
+    line: `${phase}: h2load ${h.failed} failed, ${h.errored} errored, ${h.timeout} timeout, ${h.status["4xx"]} 4xx, ${h.status["5xx"]} 5xx, ${h.logNon200 ?? 0} non-200 logged`,
+  };
+}
+
 /** Nearest-rank percentiles (ms) of response times in µs, merged from several runs. */
 export function percentiles(runs: Float64Array[]): {
   count: number;

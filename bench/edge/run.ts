@@ -20,10 +20,11 @@ import { availableParallelism, cpus, tmpdir } from "node:os";
 import { join } from "node:path";
 import { ENVOY_VERSION, toolPath } from "../../scripts/lib/tools.js";
 import { killAllServers, serverMode } from "../catalog/children.js";
-import { type H2loadResult, percentiles, runH2load } from "../catalog/h2load.js";
+import { type H2loadResult, h2loadFailures, percentiles, runH2load } from "../catalog/h2load.js";
 import { cpusAllowed, MachineMonitor, machineBusy, Sampler } from "../catalog/proc.js";
 import { intEnv } from "../lib/env.js";
 import { printProblems, printWarnings, writeResults } from "../lib/report.js";
+import { alternateRounds } from "../lib/rounds.js";
 import { runBenchmark } from "../lib/run-benchmark.js";
 import {
   GET_PRODUCT_PATH,
@@ -246,23 +247,19 @@ async function main(): Promise<void> {
     };
   };
 
-  const warm = new Map<Id, Run>();
-  for (const id of ids) {
-    process.stdout.write(`${LABELS[id]}: warm-up ${settings.warmupSeconds} s… `);
-    const run = await runOnce(id, settings.warmupSeconds);
-    warm.set(id, run);
-    say(`${Math.round(run.h2.reqPerSec)} req/s`);
-  }
-  const rounds = new Map<Id, Run[]>(ids.map((id) => [id, []]));
-  for (let round = 1; round <= settings.rounds; round++) {
-    const line: string[] = [];
-    for (const id of ids) {
-      const run = await runOnce(id, roundSeconds, join(work, `${id}-${round}.log`));
-      rounds.get(id)?.push(run);
-      line.push(`${id} ${Math.round(run.h2.reqPerSec)}`);
-    }
-    say(`round ${round}/${settings.rounds}: ${line.join(", ")} req/s`);
-  }
+  const { warm, rounds } = await alternateRounds({
+    targets: ids,
+    warmupSeconds: settings.warmupSeconds,
+    rounds: settings.rounds,
+    roundSeconds,
+    run: (id, seconds, round) =>
+      round === undefined
+        ? runOnce(id, seconds)
+        : runOnce(id, seconds, join(work, `${id}-${round}.log`)),
+    reqPerSec: (run) => run.h2.reqPerSec,
+    label: (id) => LABELS[id],
+    say,
+  });
   const envoyThreads = threadsCpusAllowed(envoy.pid);
   const allowed = { catalog: cpusAllowed(catalog.server.pid), envoyThreads: envoyThreads.cpus };
   if (allowed.catalog !== settings.catalogCpu)
@@ -422,20 +419,9 @@ function aggregate(id: Id, warm: Run, measured: Run[]) {
     ...measured.map((r, i) => [`round ${i + 1}`, r] as const),
   ]) {
     const h = run.h2;
-    const bad =
-      h.failed +
-      h.errored +
-      h.timeout +
-      h.status["3xx"] +
-      h.status["4xx"] +
-      h.status["5xx"] +
-      (h.logNon200 ?? 0);
-    if (bad > 0) {
-      errors += bad;
-      errorDetail.push(
-        `${phase}: h2load ${h.failed} failed, ${h.errored} errored, ${h.timeout} timeout, ${h.status["4xx"]} 4xx, ${h.status["5xx"]} 5xx, ${h.logNon200 ?? 0} non-200 logged`,
-      );
-    }
+    const failures = h2loadFailures(h, phase);
+    errors += failures.count;
+    if (failures.line !== undefined) errorDetail.push(failures.line);
     for (const [code, n] of Object.entries(run.codes)) {
       if (code !== "ok" && n > 0) {
         errors += n;

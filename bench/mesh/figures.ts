@@ -3,7 +3,7 @@
  * into req/s, latency percentiles, CPU per request of catalog and of each sidecar, and the
  * errors that make a run invalid; then the cost of each config piece from the variants.
  */
-import { type H2loadResult, percentiles } from "../catalog/h2load.js";
+import { type H2loadResult, h2loadFailures, percentiles } from "../catalog/h2load.js";
 import type { Variant } from "./variants.js";
 
 /** What the sidecars' own counters said about one run (deltas; zeros for direct). */
@@ -114,20 +114,8 @@ export function summarize(warm: Run, measured: readonly Run[]): Figures {
 function runErrors(phase: string, run: Run): string[] {
   const out: string[] = [];
   const h = run.h2;
-  const bad =
-    h.failed +
-    h.errored +
-    h.timeout +
-    h.status["3xx"] +
-    h.status["4xx"] +
-    h.status["5xx"] +
-    (h.logNon200 ?? 0);
-  if (bad > 0) {
-    out.push(
-      `${phase}: h2load ${h.failed} failed, ${h.errored} errored, ${h.timeout} timeout, ` +
-        `${h.status["4xx"]} 4xx, ${h.status["5xx"]} 5xx, ${h.logNon200 ?? 0} non-200 logged`,
-    );
-  }
+  const failures = h2loadFailures(h, phase);
+  if (failures.line !== undefined) out.push(failures.line);
   for (const [code, count] of Object.entries(run.codes)) {
     if (code !== "ok" && count > 0) out.push(`${phase}: catalog answered ${count} x ${code}`);
   }

@@ -33,6 +33,7 @@ import {
 import { sumStats } from "../edge/envoy.js";
 import { intEnv } from "../lib/env.js";
 import { printProblems, printWarnings, writeResults } from "../lib/report.js";
+import { alternateRounds } from "../lib/rounds.js";
 import { runBenchmark } from "../lib/run-benchmark.js";
 import { checkPair, type PairCheck } from "./checks.js";
 import { type Figures, type Run, type SidecarCounters, summarize } from "./figures.js";
@@ -222,23 +223,18 @@ async function main(): Promise<void> {
     };
   };
 
-  const warm = new Map<Target, Run>();
-  for (const target of targets) {
-    process.stdout.write(`${target}: warm-up ${settings.warmupSeconds} s… `);
-    const run = await runOnce(target, settings.warmupSeconds);
-    warm.set(target, run);
-    say(`${Math.round(run.h2.reqPerSec)} req/s`);
-  }
-  const rounds = new Map<Target, Run[]>(targets.map((t) => [t, []]));
-  for (let round = 1; round <= settings.rounds; round++) {
-    const line: string[] = [];
-    for (const target of targets) {
-      const run = await runOnce(target, roundSeconds, join(work, `${target}-${round}.log`));
-      rounds.get(target)?.push(run);
-      line.push(`${target} ${Math.round(run.h2.reqPerSec)}`);
-    }
-    say(`round ${round}/${settings.rounds}: ${line.join(", ")} req/s`);
-  }
+  const { warm, rounds } = await alternateRounds({
+    targets,
+    warmupSeconds: settings.warmupSeconds,
+    rounds: settings.rounds,
+    roundSeconds,
+    run: (target, seconds, round) =>
+      round === undefined
+        ? runOnce(target, seconds)
+        : runOnce(target, seconds, join(work, `${target}-${round}.log`)),
+    reqPerSec: (run) => run.h2.reqPerSec,
+    say,
+  });
 
   const results = new Map<Target, Figures>();
   for (const target of targets) {
