@@ -105,6 +105,8 @@ const settings = {
   only: idsEnv("BENCH_ONLY", "a,b,c,d"),
   /** Targets whose server runs under `node --cpu-prof` (figures then are not comparable). */
   cpuProf: idsEnv("BENCH_CPU_PROF", ""),
+  /** The servers' ACCESS_LOG (servers/common.ts reads the same variable). */
+  accessLog: process.env.BENCH_ACCESS_LOG ?? "errors",
   /** Extra node flags for every server child, e.g. "--max-semi-space-size=4". */
   nodeFlags: (process.env.BENCH_NODE_FLAGS ?? "").split(/\s+/).filter((f) => f !== ""),
 };
@@ -211,6 +213,10 @@ async function main(): Promise<void> {
     serverMode() === "compiled"
       ? "servers: compiled (node on tsc output, NODE_ENV=production, as the images run)"
       : "servers: from source under tsx (BENCH_SOURCE=1): NOT what ships, slower than compiled",
+  );
+  say(
+    `servers' ACCESS_LOG=${settings.accessLog}` +
+      (settings.accessLog === "errors" ? " (as the cluster deploys them)" : ""),
   );
   if (settings.nodeFlags.length > 0) say(`server node flags: ${settings.nodeFlags.join(" ")}`);
   if (settings.cpuProf.size > 0) {

@@ -9,7 +9,13 @@ import { startCatalog } from "@meshmart/catalog";
 // Catalog's config schema; its package exports only startCatalog.
 import { catalogConfigSchema } from "@meshmart/catalog/config";
 import { loadConfig } from "@meshmart/kit";
-import { announceReady, devNullLogDestination, failStart, stopOnSignal } from "./common.js";
+import {
+  accessLogMode,
+  announceReady,
+  devNullLogDestination,
+  failStart,
+  stopOnSignal,
+} from "./common.js";
 
 try {
   const config = loadConfig(catalogConfigSchema, {
@@ -18,6 +24,9 @@ try {
     HTTP_PORT: "0",
     ADMIN_PORT: "0",
     LOG_LEVEL: process.env.BENCH_LOG_LEVEL ?? "info",
+    // As the cluster deploys services (scripts/deploy/manifests.ts): failed and slow calls
+    // are logged, successes are left to the sidecar's access log.
+    ACCESS_LOG: accessLogMode(),
     DATABASE_URL: process.env.BENCH_DATABASE_URL,
     REDIS_URL: process.env.BENCH_REDIS_URL,
     CACHE_PREFIX: process.env.BENCH_CACHE_PREFIX,

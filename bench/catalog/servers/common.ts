@@ -18,6 +18,15 @@ export function devNullLogDestination(): DestinationStream {
   return createLogDestination(openSync("/dev/null", "w"));
 }
 
+/**
+ * The servers' ACCESS_LOG: BENCH_ACCESS_LOG, else "errors", the cluster's setting
+ * (scripts/deploy/manifests.ts): every failed or slow call logged, successes not (the
+ * sidecar logs each request). "all" writes a line per call.
+ */
+export function accessLogMode(): string {
+  return process.env.BENCH_ACCESS_LOG ?? "errors";
+}
+
 /** The ready line the runner waits for. */
 export function announceReady(ports: Record<string, number>): void {
   process.stdout.write(`${JSON.stringify({ ready: true, pid: process.pid, ...ports })}\n`);

@@ -178,18 +178,29 @@ export function createAuthInterceptor(
       throw new ConnectError("invalid or expired access token", Code.Unauthenticated);
     }
   };
-  return (next) => async (req) => {
-    const header = req.header.get("authorization");
-    if (header !== null) {
-      let caller: Caller | undefined;
-      try {
-        caller = await authenticate(header);
-      } catch (reason) {
-        if (!publicMethods.has(`${req.service.typeName}.${req.method.name}`)) throw reason;
-      }
-      if (caller !== undefined) req.contextValues.set(callerKey, caller);
+  const withCaller = async <R>(
+    req: Parameters<Parameters<Interceptor>[0]>[0],
+    header: string,
+    next: (req: Parameters<Parameters<Interceptor>[0]>[0]) => Promise<R>,
+  ): Promise<R> => {
+    let caller: Caller | undefined;
+    try {
+      caller = await authenticate(header);
+    } catch (reason) {
+      if (!publicMethods.has(`${req.service.typeName}.${req.method.name}`)) throw reason;
     }
+    if (caller !== undefined) req.contextValues.set(callerKey, caller);
     return next(req);
+  };
+  // Anonymous calls hand on next(req)'s own promise (no async wrapper, no extra microtask);
+  // failures still surface as rejections, never as synchronous throws.
+  return (next) => (req) => {
+    try {
+      const header = req.header.get("authorization");
+      return header === null ? next(req) : withCaller(req, header, next);
+    } catch (reason) {
+      return Promise.reject(reason);
+    }
   };
 }
 

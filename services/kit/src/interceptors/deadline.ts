@@ -9,33 +9,40 @@ import { deadlineEnforcedKey, deadlineKey } from "../context.js";
  * deadline from `deadlineKey`. The gRPC adapter may have set the key from the call already.
  */
 export function createDeadlineInterceptor(maxMs: number): Interceptor {
-  return (next) => async (req) => {
-    const now = Date.now();
-    let deadline = req.contextValues.get(deadlineKey);
-    if (deadline === Number.POSITIVE_INFINITY) {
-      const callerMs = callerTimeoutMs(req.header);
-      deadline = now + (callerMs === undefined ? maxMs : Math.min(callerMs, maxMs));
-    } else {
-      deadline = Math.min(deadline, now + maxMs);
+  // Not an async function: the common path hands on next(req)'s own promise instead of
+  // wrapping it in another (a promise and a microtask per call). Failures still surface as
+  // rejections, never as synchronous throws.
+  return (next) => (req) => {
+    try {
+      const now = Date.now();
+      let deadline = req.contextValues.get(deadlineKey);
+      if (deadline === Number.POSITIVE_INFINITY) {
+        const callerMs = callerTimeoutMs(req.header);
+        deadline = now + (callerMs === undefined ? maxMs : Math.min(callerMs, maxMs));
+      } else {
+        deadline = Math.min(deadline, now + maxMs);
+      }
+      req.contextValues.set(deadlineKey, deadline);
+      const budget = deadline - now;
+      if (budget <= 0)
+        throw new ConnectError("deadline exceeded before the call started", Code.DeadlineExceeded);
+      if (req.stream || req.contextValues.get(deadlineEnforcedKey)) return next(req);
+      return new Promise((resolve, reject) => {
+        const timer = setTimeout(() => reject(deadlineExceeded()), budget);
+        next(req).then(
+          (res) => {
+            clearTimeout(timer);
+            resolve(res);
+          },
+          (reason: unknown) => {
+            clearTimeout(timer);
+            reject(reason);
+          },
+        );
+      });
+    } catch (reason) {
+      return Promise.reject(reason);
     }
-    req.contextValues.set(deadlineKey, deadline);
-    const budget = deadline - now;
-    if (budget <= 0)
-      throw new ConnectError("deadline exceeded before the call started", Code.DeadlineExceeded);
-    if (req.stream || req.contextValues.get(deadlineEnforcedKey)) return next(req);
-    return new Promise((resolve, reject) => {
-      const timer = setTimeout(() => reject(deadlineExceeded()), budget);
-      next(req).then(
-        (res) => {
-          clearTimeout(timer);
-          resolve(res);
-        },
-        (reason: unknown) => {
-          clearTimeout(timer);
-          reject(reason);
-        },
-      );
-    });
   };
 }
 

@@ -14,15 +14,19 @@ export function createErrorInterceptor(logger: Logger): Interceptor {
     return new ConnectError("internal error", Code.Internal);
   };
   return (next) => async (req) => {
-    const procedure = `${req.service.typeName}/${req.method.name}`;
     try {
       const res = await next(req);
       if (!res.stream) return res;
-      return { ...res, message: maskStream(res.message, (e) => mask(e, procedure)) };
+      return { ...res, message: maskStream(res.message, (e) => mask(e, procedureOf(req))) };
     } catch (reason) {
-      throw mask(reason, procedure);
+      throw mask(reason, procedureOf(req));
     }
   };
+}
+
+/** `service/Method`, made only when an error is logged. */
+function procedureOf(req: { service: { typeName: string }; method: { name: string } }): string {
+  return `${req.service.typeName}/${req.method.name}`;
 }
 
 async function* maskStream<T>(

@@ -1,5 +1,12 @@
 import { randomUUID } from "node:crypto";
-import { Code, ConnectError, type Interceptor } from "@connectrpc/connect";
+import type { DescMethod } from "@bufbuild/protobuf";
+import {
+  Code,
+  ConnectError,
+  type Interceptor,
+  type StreamRequest,
+  type UnaryRequest,
+} from "@connectrpc/connect";
 import { INVALID_TRACEID as INVALID_TRACE_ID } from "@opentelemetry/api";
 import type { Logger } from "pino";
 import { requestIdKey, spanKey } from "../context.js";
@@ -79,49 +86,70 @@ export function createObserveInterceptor(
   options: ObserveOptions = {},
 ): Interceptor {
   const slowMs = options.slowMs ?? DEFAULT_SLOW_RPC_MS;
+  // `service/Method` per method, made once: only logged lines need it.
+  const procedures = new WeakMap<DescMethod, string>();
+  // One function for every call (arguments instead of a closure per call); the log line's
+  // fields are built only when the line is written.
+  const finish = (
+    req: UnaryRequest | StreamRequest,
+    started: number,
+    requestId: string,
+    code: Code | undefined,
+    message?: string,
+  ): void => {
+    const ms = performance.now() - started;
+    const name = codeName(code);
+    const method = req.method.name;
+    metrics.observe(service, method, name, ms / 1000, "server");
+    if (accessLog === "off") return;
+    const slow = ms >= slowMs;
+    // CANCELED is logged like a success, as before: the client hung up, nothing failed.
+    const failed = code !== undefined && code !== Code.Canceled;
+    if (!failed && !slow && accessLog !== "all") return;
+    let rpc = procedures.get(req.method);
+    if (rpc === undefined) {
+      rpc = `${req.service.typeName}/${method}`;
+      procedures.set(req.method, rpc);
+    }
+    const trace = req.contextValues.get(spanKey)?.spanContext();
+    // Same fields in the same order as ever: rpc, code, duration, request id, trace, error, slow.
+    const line: Record<string, unknown> = {
+      rpc,
+      code: name,
+      duration_ms: Math.round(ms * 100) / 100,
+      request_id: requestId,
+    };
+    if (trace !== undefined && trace.traceId !== INVALID_TRACE_ID) {
+      line.trace_id = trace.traceId;
+      line.span_id = trace.spanId;
+    }
+    if (failed) line.error = message;
+    if (slow) line.slow = true;
+    const msg = failed ? "rpc failed" : "rpc";
+    if (code !== undefined && errorCodes.has(code)) logger.error(line, msg);
+    else if (slow || (code !== undefined && serverFaultCodes.has(code))) logger.warn(line, msg);
+    else logger.info(line, msg);
+  };
   return (next) => async (req) => {
     const started = performance.now();
     const requestId = req.header.get("x-request-id") ?? randomUUID();
     req.contextValues.set(requestIdKey, requestId);
-    const method = req.method.name;
-    const finish = (code: Code | undefined, message?: string) => {
-      const ms = performance.now() - started;
-      const name = codeName(code);
-      metrics.observe(service, method, name, ms / 1000, "server");
-      const trace = req.contextValues.get(spanKey)?.spanContext();
-      const fields = {
-        rpc: `${req.service.typeName}/${method}`,
-        code: name,
-        duration_ms: Math.round(ms * 100) / 100,
-        request_id: requestId,
-        ...(trace === undefined || trace.traceId === INVALID_TRACE_ID
-          ? {}
-          : { trace_id: trace.traceId, span_id: trace.spanId }),
-      };
-      if (accessLog === "off") return;
-      const slow = ms >= slowMs;
-      // CANCELED is logged like a success, as before: the client hung up, nothing failed.
-      const failed = code !== undefined && code !== Code.Canceled;
-      if (!failed && !slow && accessLog !== "all") return;
-      const line = failed ? { ...fields, error: message } : fields;
-      const withSlow = slow ? { ...line, slow: true } : line;
-      const msg = failed ? "rpc failed" : "rpc";
-      if (code !== undefined && errorCodes.has(code)) logger.error(withSlow, msg);
-      else if (slow || (code !== undefined && serverFaultCodes.has(code)))
-        logger.warn(withSlow, msg);
-      else logger.info(withSlow, msg);
-    };
     try {
       const res = await next(req);
       if (!res.stream) {
-        finish(undefined);
+        finish(req, started, requestId, undefined);
         return res;
       }
-      return { ...res, message: observeStream(res.message, finish) };
+      return {
+        ...res,
+        message: observeStream(res.message, (code, message) =>
+          finish(req, started, requestId, code, message),
+        ),
+      };
     } catch (reason) {
       const err = ConnectError.from(reason);
       err.metadata.set("x-request-id", requestId);
-      finish(err.code, err.rawMessage);
+      finish(req, started, requestId, err.code, err.rawMessage);
       throw err;
     }
   };

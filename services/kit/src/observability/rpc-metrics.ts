@@ -42,11 +42,21 @@ export function createRpcMetrics(registry: Registry): RpcMetrics {
     fail?: ReturnType<typeof errors.labels>;
     time: ReturnType<typeof duration.labels>;
   }
-  const children = new Map<string, Children>();
+  // side → service → method → code: lookups with the label strings as they come, where a
+  // joined key was a string built per call.
+  const children = new Map<string, Map<string, Map<string, Map<string, Children>>>>();
+  const level = <K, V>(map: Map<K, V>, key: K, make: () => V): V => {
+    let value = map.get(key);
+    if (value === undefined) {
+      value = make();
+      map.set(key, value);
+    }
+    return value;
+  };
   return {
     observe(service, method, code, seconds, side) {
-      const key = `${side}\u0000${service}\u0000${method}\u0000${code}`;
-      let child = children.get(key);
+      const byCode = children.get(side)?.get(service)?.get(method);
+      let child = byCode?.get(code);
       if (child === undefined) {
         const labels = { side, service, method, code };
         child = {
@@ -54,7 +64,9 @@ export function createRpcMetrics(registry: Registry): RpcMetrics {
           time: duration.labels({ side, service, method }),
           ...(code === "ok" ? {} : { fail: errors.labels(labels) }),
         };
-        children.set(key, child);
+        const bySide = level(children, side, () => new Map());
+        const byService = level(bySide, service, () => new Map());
+        level(byService, method, () => new Map()).set(code, child);
       }
       child.count.inc();
       child.fail?.inc();

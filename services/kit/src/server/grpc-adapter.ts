@@ -1,9 +1,10 @@
-import type { DescMessage, DescMethod, DescService } from "@bufbuild/protobuf";
+import type { DescMessage, DescMethod, DescService, MessageShape } from "@bufbuild/protobuf";
 import { create, fromBinary, toBinary } from "@bufbuild/protobuf";
 import {
   Code,
   ConnectError,
-  createContextValues,
+  type ContextKey,
+  type ContextValues,
   createServiceImplSpec,
   type HandlerContext,
   type Interceptor,
@@ -25,6 +26,11 @@ export interface ServiceRegistration {
 
 /** Options for {@link addServicesToGrpcServer}. */
 export interface GrpcAdapterOptions {
+  /**
+   * Applied once per method when the services are added, not once per call as Connect's
+   * own handlers do (that was a closure per interceptor per call). An interceptor's outer
+   * function, `(next) => …`, must therefore keep no per-call state; the kit's keep none.
+   */
   interceptors: Interceptor[];
   /** Aborted when the process starts shutting down; handlers see it through ctx.signal. */
   shutdownSignal: AbortSignal;
@@ -46,6 +52,16 @@ export function addServicesToGrpcServer(
   registrations: readonly ServiceRegistration[],
   options: GrpcAdapterOptions,
 ): void {
+  // One listener for all calls instead of one per call: at grace expiry every live
+  // call is aborted at once.
+  const live = new Set<CallContext>();
+  options.shutdownSignal.addEventListener(
+    "abort",
+    () => {
+      for (const c of live) c.abort(SERVER_SHUTDOWN);
+    },
+    { once: true },
+  );
   for (const { desc, impl } of registrations) {
     const spec = createServiceImplSpec(desc, impl);
     const definition: Record<string, grpc.MethodDefinition<Buffer, Uint8Array>> = {};
@@ -54,40 +70,31 @@ export function addServicesToGrpcServer(
       const methodSpec = spec.methods[method.localName];
       if (methodSpec === undefined) continue;
       definition[method.localName] = methodDefinition(method);
-      const invoke = createInvoker(method, options);
+      const site: MethodSite = {
+        method,
+        service: method.parent,
+        url: `/${method.parent.typeName}/${method.name}`,
+        maxDeadlineMs: options.maxDeadlineMs,
+        live,
+      };
       switch (methodSpec.kind) {
-        case "unary":
+        case "unary": {
+          const chain = unaryChain(methodSpec.impl, method, options.interceptors);
           handlers[method.localName] = (
             call: grpc.ServerUnaryCall<Buffer, Uint8Array>,
             callback: grpc.sendUnaryData<Uint8Array>,
           ) => {
-            invoke(
-              call,
-              async (ctx, input) => {
-                const out = await invokeUnary(
-                  methodSpec.impl,
-                  ctx,
-                  decode(method.input, input),
-                  options.interceptors,
-                );
-                if (!ctx.claimAnswer()) return;
-                sendHeaders(call, ctx.pendingHeader());
-                callback(null, toBinary(method.output, out), trailersOf(ctx));
-              },
-              (status) => callback(status),
-            );
+            void serveUnary(site, chain, call, callback);
           };
           break;
+        }
         case "server_streaming":
           handlers[method.localName] = (call: grpc.ServerWritableStream<Buffer, Uint8Array>) => {
-            invoke(
-              call,
-              async (ctx, input) => {
-                const run = transformInvokeImplementation(methodSpec, ctx, options.interceptors);
-                await writeAll(call, ctx, run(single(decode(method.input, input))), method.output);
-              },
-              (status) => call.emit("error", status),
-            );
+            void serveStream(site, call, undefined, async (ctx) => {
+              const run = transformInvokeImplementation(methodSpec, ctx, options.interceptors);
+              const input = decode(method.input, call.request);
+              await writeAll(call, ctx, run(single(input)), method.output);
+            });
           };
           break;
         case "client_streaming":
@@ -98,29 +105,23 @@ export function addServicesToGrpcServer(
               | grpc.ServerReadableStream<Buffer, Uint8Array>,
             callback?: grpc.sendUnaryData<Uint8Array>,
           ) => {
-            const fail = (status: grpc.ServerErrorResponse) =>
-              callback === undefined ? call.emit("error", status) : callback(status);
-            invoke(
-              call,
-              async (ctx) => {
-                const run = transformInvokeImplementation(methodSpec, ctx, options.interceptors);
-                const output = run(decodeStream(call, method.input));
-                if (callback !== undefined) {
-                  let last: Uint8Array | undefined;
-                  for await (const m of output) last = toBinary(method.output, m);
-                  sendHeaders(call, ctx.pendingHeader());
-                  callback(null, last, trailersOf(ctx));
-                } else {
-                  await writeAll(
-                    call as grpc.ServerDuplexStream<Buffer, Uint8Array>,
-                    ctx,
-                    output,
-                    method.output,
-                  );
-                }
-              },
-              fail,
-            );
+            void serveStream(site, call, callback, async (ctx) => {
+              const run = transformInvokeImplementation(methodSpec, ctx, options.interceptors);
+              const output = run(decodeStream(call, method.input));
+              if (callback !== undefined) {
+                let last: Uint8Array | undefined;
+                for await (const m of output) last = toBinary(method.output, m);
+                sendHeaders(call, ctx.pendingHeader());
+                callback(null, last, trailersOf(ctx));
+              } else {
+                await writeAll(
+                  call as grpc.ServerDuplexStream<Buffer, Uint8Array>,
+                  ctx,
+                  output,
+                  method.output,
+                );
+              }
+            });
           };
           break;
       }
@@ -134,95 +135,300 @@ type AnyCall =
   | grpc.ServerWritableStream<Buffer, Uint8Array>
   | grpc.ServerReadableStream<Buffer, Uint8Array>
   | grpc.ServerDuplexStream<Buffer, Uint8Array>;
+
+/** What every call of one method shares. */
+interface MethodSite {
+  method: DescMethod;
+  service: DescService;
+  url: string;
+  maxDeadlineMs: number;
+  /** The server's calls in flight, aborted together when the shutdown grace runs out. */
+  live: Set<CallContext>;
+}
+
+type UnaryFn = (req: UnaryRequest) => Promise<UnaryResponse>;
+
+/** Where the adapter keeps a call's context on the objects it hands out. */
+const CALL: unique symbol = Symbol("meshmart call");
+
 /**
- * Runs a unary call through the interceptors and the implementation the way Connect's
- * handlers do (same request and response shapes, same chain order), without Connect's
- * per-call context machinery, which measured at over 20 µs a call: most of a small
- * RPC's budget on grpc-js.
+ * The implementation wrapped in the interceptors, built once per method: the innermost
+ * function finds the call's context on the request (or its context values, should an
+ * interceptor pass on a request it built itself), so nothing in the chain is per call.
+ * Same request and response shapes and chain order as Connect's handlers, without
+ * Connect's per-call context machinery, which measured at over 20 µs a call: most of a
+ * small RPC's budget on grpc-js.
  */
-async function invokeUnary(
+function unaryChain(
   // biome-ignore lint/suspicious/noExplicitAny: one implementation of any unary method
   impl: (request: any, context: HandlerContext) => unknown,
-  ctx: Ctx,
-  message: unknown,
-  interceptors: Interceptor[],
-) {
-  const method = ctx.method;
-  let own: UnaryResponse | undefined;
-  let next = async (req: UnaryRequest): Promise<UnaryResponse> => {
+  method: DescMethod,
+  interceptors: readonly Interceptor[],
+): UnaryFn {
+  let next: UnaryFn = async (req) => {
+    const ctx = callOf(req);
     const handlerCtx =
       req.header === ctx.requestHeader && req.contextValues === ctx.values
         ? ctx
         : (Object.assign(Object.create(ctx), {
             requestHeader: req.header,
             values: req.contextValues,
-          }) as Ctx);
+          }) as CallContext);
     const result = await impl(req.message, handlerCtx);
-    own = {
-      stream: false,
-      service: ctx.service,
-      method,
-      get header() {
-        return ctx.responseHeader;
-      },
-      get trailer() {
-        return ctx.responseTrailer;
-      },
-      message: create(method.output, result as never),
-    } as UnaryResponse;
-    return own;
+    return new HandlerResponse(
+      ctx,
+      create(method.output, result as never),
+    ) as unknown as UnaryResponse;
   };
   for (let i = interceptors.length - 1; i >= 0; i--) {
-    next = (interceptors[i] as Interceptor)(next as never) as typeof next;
+    next = (interceptors[i] as Interceptor)(next as never) as UnaryFn;
   }
-  const res = await next({
-    stream: false,
-    service: ctx.service,
-    method,
-    requestMethod: ctx.requestMethod,
-    url: ctx.url,
-    // Lazy like the context's: reading it is what creates the AbortController.
-    get signal() {
-      return ctx.signal;
-    },
-    header: ctx.requestHeader,
-    contextValues: ctx.values,
-    message,
-  } as UnaryRequest);
-  // An interceptor may answer with headers of its own; the adapter sends the context's.
-  if (res !== own) {
-    if (res.header !== ctx.responseHeader) {
-      for (const [k, v] of res.header) ctx.responseHeader.set(k, v);
-    }
-    if (res.trailer !== ctx.responseTrailer) {
-      for (const [k, v] of res.trailer) ctx.responseTrailer.set(k, v);
-    }
+  return next;
+}
+
+function callOf(req: UnaryRequest): CallContext {
+  const ctx =
+    (req as Partial<CallRequest>)[CALL] ?? (req.contextValues as Partial<CallValues>)[CALL];
+  if (ctx === undefined) {
+    throw new ConnectError("an interceptor dropped the call's context", Code.Internal);
   }
-  return res.message;
+  return ctx;
+}
+
+/**
+ * One unary call, start to answer, in a single async function: no per-call closures
+ * for the steps, the timer or the cancel listener.
+ */
+async function serveUnary(
+  site: MethodSite,
+  chain: UnaryFn,
+  call: grpc.ServerUnaryCall<Buffer, Uint8Array>,
+  callback: grpc.sendUnaryData<Uint8Array>,
+): Promise<void> {
+  const ctx = startCall(site, call, callback);
+  try {
+    const req = new CallRequest(ctx, decode(site.method.input, call.request));
+    const res = await chain(req as unknown as UnaryRequest);
+    // An interceptor may answer with headers of its own; the adapter sends the context's.
+    if (!(res instanceof HandlerResponse && res[CALL] === ctx))
+      adoptHeaders(ctx, res as UnaryResponse);
+    if (!ctx.claimAnswer()) return;
+    sendHeaders(call, ctx.pendingHeader());
+    callback(null, toBinary(site.method.output, res.message), trailersOf(ctx));
+  } catch (reason) {
+    if (ctx.claimAnswer()) callback(errorToStatus(ConnectError.from(reason), ctx.responseTrailer));
+  } finally {
+    endCall(ctx);
+  }
+}
+
+function adoptHeaders(ctx: CallContext, res: UnaryResponse): void {
+  // A copy of our response made with a spread has no header getters: nothing to adopt.
+  const header = res.header as Headers | undefined;
+  const trailer = res.trailer as Headers | undefined;
+  if (header !== undefined && header !== ctx.responseHeader) {
+    for (const [k, v] of header) ctx.responseHeader.set(k, v);
+  }
+  if (trailer !== undefined && trailer !== ctx.responseTrailer) {
+    for (const [k, v] of trailer) ctx.responseTrailer.set(k, v);
+  }
+}
+
+/** A streaming call: Connect's own invocation code runs the interceptors per call. */
+async function serveStream(
+  site: MethodSite,
+  call: AnyCall,
+  callback: grpc.sendUnaryData<Uint8Array> | undefined,
+  run: (ctx: CallContext) => Promise<void>,
+): Promise<void> {
+  const ctx = startCall(site, call, callback);
+  try {
+    await run(ctx);
+  } catch (reason) {
+    if (ctx.claimAnswer()) fail(ctx, errorToStatus(ConnectError.from(reason), ctx.responseTrailer));
+  } finally {
+    endCall(ctx);
+  }
+}
+
+/**
+ * The call's context, registered as live, with its deadline: the caller's, capped by the
+ * server's maximum. The adapter enforces it itself, one timer that answers
+ * DEADLINE_EXCEEDED and aborts the handler's signal, instead of a promise race per call in
+ * the deadline interceptor.
+ */
+function startCall(
+  site: MethodSite,
+  call: AnyCall,
+  callback: grpc.sendUnaryData<Uint8Array> | undefined,
+): CallContext {
+  const ctx = new CallContext(site, metadataToHeaders(call.metadata), call, callback);
+  site.live.add(ctx);
+  (call as CallWithContext)[CALL] = ctx;
+  // One listener function for every call; it finds the context on the call (`this`).
+  (call as NodeJS.EventEmitter).on("cancelled", onCancelled);
+  const now = Date.now();
+  const deadline = call.getDeadline();
+  const callerMs = deadline instanceof Date ? deadline.getTime() : deadline;
+  const effective = Math.min(callerMs, now + site.maxDeadlineMs);
+  ctx.deadline = effective;
+  ctx.values.set(deadlineKey, effective);
+  ctx.values.set(deadlineEnforcedKey, true);
+  ctx.timer = setTimeout(onDeadline, effective - now, ctx);
+  return ctx;
+}
+
+function endCall(ctx: CallContext): void {
+  ctx.finished = true;
+  clearTimeout(ctx.timer);
+  ctx.site.live.delete(ctx);
+  // Work the handler started may still watch the signal; the call is over.
+  ctx.abort(CALL_DONE);
+}
+
+type CallWithContext = AnyCall & { [CALL]?: CallContext };
+
+function onCancelled(this: CallWithContext): void {
+  // grpc-js also emits "cancelled" when a finished call's stream closes normally;
+  // only a cancel before we answered means the client hung up.
+  const ctx = this[CALL];
+  if (ctx !== undefined && !ctx.finished) ctx.abort(CLIENT_CANCELLED);
+}
+
+function onDeadline(ctx: CallContext): void {
+  ctx.abort(DEADLINE_EXCEEDED);
+  if (ctx.claimAnswer()) fail(ctx, errorToStatus(DEADLINE_EXCEEDED, ctx.responseTrailer));
+}
+
+/** Answers the call with an error status: through the unary callback, or the stream. */
+function fail(ctx: CallContext, status: grpc.ServerErrorResponse): void {
+  if (ctx.callback !== undefined) ctx.callback(status);
+  else ctx.call.emit("error", status);
+}
+
+/**
+ * ctx.values: Connect's ContextValues semantics, with the methods on a prototype instead
+ * of three closures per call (what createContextValues makes).
+ */
+class CallValues implements ContextValues {
+  [CALL]: CallContext;
+
+  constructor(ctx: CallContext) {
+    this[CALL] = ctx;
+  }
+
+  get<T>(key: ContextKey<T>): T {
+    const self = this as unknown as Record<symbol, T>;
+    return key.id in self ? (self[key.id] as T) : key.defaultValue;
+  }
+
+  set<T>(key: ContextKey<T>, value: T): this {
+    (this as unknown as Record<symbol, T>)[key.id] = value;
+    return this;
+  }
+
+  delete(key: ContextKey<unknown>): this {
+    delete (this as unknown as Record<symbol, unknown>)[key.id];
+    return this;
+  }
+}
+
+/** The request the interceptor chain sees, as Connect's handlers build it. */
+class CallRequest {
+  readonly stream = false;
+  readonly service: DescService;
+  readonly method: DescMethod;
+  readonly requestMethod = "POST";
+  readonly url: string;
+  readonly header: Headers;
+  readonly contextValues: ContextValues;
+  readonly [CALL]: CallContext;
+
+  constructor(
+    ctx: CallContext,
+    readonly message: unknown,
+  ) {
+    this.service = ctx.service;
+    this.method = ctx.method;
+    this.url = ctx.url;
+    this.header = ctx.requestHeader;
+    this.contextValues = ctx.values;
+    this[CALL] = ctx;
+  }
+
+  // Lazy like the context's: reading it is what creates the AbortController.
+  get signal(): AbortSignal {
+    return this[CALL].signal;
+  }
+}
+
+/** The implementation's answer as the chain sees it; its headers are the context's. */
+class HandlerResponse {
+  readonly stream = false;
+  readonly service: DescService;
+  readonly method: DescMethod;
+  readonly [CALL]: CallContext;
+
+  constructor(
+    ctx: CallContext,
+    readonly message: MessageShape<DescMessage>,
+  ) {
+    this.service = ctx.service;
+    this.method = ctx.method;
+    this[CALL] = ctx;
+  }
+
+  get header(): Headers {
+    return this[CALL].responseHeader;
+  }
+
+  get trailer(): Headers {
+    return this[CALL].responseTrailer;
+  }
+}
+
+/** Milliseconds to the call's deadline; one function for every context (`this` is the context). */
+function timeoutMsOf(this: { deadline: number }): number {
+  return this.deadline - Date.now();
 }
 
 /**
  * A call's handler context. The AbortSignal is created only when someone asks for it
  * (most unary handlers never do), and the adapter aborts it itself when the call ends,
- * is cancelled or passes its deadline.
+ * is cancelled or passes its deadline. Everything is a plain field (no closures per call);
+ * Connect's streaming code copies a context with Object.assign, which keeps own fields.
  */
 class CallContext implements HandlerContext {
   readonly protocolName = "grpc";
   readonly requestMethod = "POST";
+  readonly method: DescMethod;
+  readonly service: DescService;
+  readonly url: string;
+  readonly values: CallValues;
+  readonly timeoutMs: () => number = timeoutMsOf;
+  /** Absolute deadline, epoch ms. */
+  deadline = Number.POSITIVE_INFINITY;
+  timer: NodeJS.Timeout | undefined;
+  /** Set once the adapter is done with the call (answered, failed or timed out). */
+  finished = false;
   // Response metadata is rare on success; Headers are created when first touched.
   private header: Headers | undefined;
   private trailer: Headers | undefined;
-  readonly values = createContextValues();
-  timeoutMs: () => number | undefined = noTimeout;
   private controller: AbortController | undefined;
   private abortedWith: unknown;
   private answered = false;
 
   constructor(
-    readonly method: DescMethod,
-    readonly url: string,
+    readonly site: MethodSite,
     readonly requestHeader: Headers,
-  ) {}
+    readonly call: AnyCall,
+    readonly callback: grpc.sendUnaryData<Uint8Array> | undefined,
+  ) {
+    this.method = site.method;
+    this.service = site.service;
+    this.url = site.url;
+    this.values = new CallValues(this);
+  }
 
   get responseHeader(): Headers {
     this.header ??= new Headers();
@@ -242,10 +448,6 @@ class CallContext implements HandlerContext {
   /** Trailers to send, if anything set one. */
   pendingTrailer(): Headers | undefined {
     return this.trailer;
-  }
-
-  get service(): DescService {
-    return this.method.parent;
   }
 
   get signal(): AbortSignal {
@@ -270,64 +472,6 @@ class CallContext implements HandlerContext {
   }
 }
 
-type Ctx = CallContext;
-
-function createInvoker(method: DescMethod, options: GrpcAdapterOptions) {
-  const url = `/${method.parent.typeName}/${method.name}`;
-  // One listener for all calls instead of one per call: at grace expiry every live
-  // call is aborted at once.
-  const live = new Set<CallContext>();
-  options.shutdownSignal.addEventListener(
-    "abort",
-    () => {
-      for (const c of live) c.abort(SERVER_SHUTDOWN);
-    },
-    { once: true },
-  );
-  return (
-    call: AnyCall,
-    run: (ctx: Ctx, input: Buffer) => Promise<void>,
-    fail: (status: grpc.ServerErrorResponse) => void,
-  ): void => {
-    const ctx = new CallContext(method, url, metadataToHeaders(call.metadata));
-    live.add(ctx);
-    let finished = false;
-    // grpc-js also emits "cancelled" when a finished call's stream closes normally;
-    // only a cancel before we answered means the client hung up.
-    (call as NodeJS.EventEmitter).once("cancelled", () => {
-      if (!finished) ctx.abort(CLIENT_CANCELLED);
-    });
-    // The adapter enforces the deadline itself (the caller's, capped by the server's
-    // maximum): one timer that answers DEADLINE_EXCEEDED and aborts the handler's signal,
-    // instead of a promise race per call in the deadline interceptor.
-    const now = Date.now();
-    const deadline = call.getDeadline();
-    const callerMs = deadline instanceof Date ? deadline.getTime() : deadline;
-    const effective = Math.min(callerMs, now + options.maxDeadlineMs);
-    ctx.values.set(deadlineKey, effective);
-    ctx.values.set(deadlineEnforcedKey, true);
-    ctx.timeoutMs = () => effective - Date.now();
-    const timer = setTimeout(() => {
-      ctx.abort(DEADLINE_EXCEEDED);
-      if (ctx.claimAnswer()) fail(errorToStatus(DEADLINE_EXCEEDED, ctx.responseTrailer));
-    }, effective - now);
-    const input = "request" in call ? (call.request as Buffer) : EMPTY;
-    run(ctx, input)
-      .catch((reason: unknown) => {
-        if (ctx.claimAnswer()) fail(errorToStatus(ConnectError.from(reason), ctx.responseTrailer));
-      })
-      .finally(() => {
-        finished = true;
-        clearTimeout(timer);
-        live.delete(ctx);
-        // Work the handler started may still watch the signal; the call is over.
-        ctx.abort(CALL_DONE);
-      });
-  };
-}
-
-const noTimeout = () => undefined;
-const EMPTY = Buffer.alloc(0);
 // Shared abort reasons: an Error per call (with its stack) costs more than the call.
 const CLIENT_CANCELLED = new ConnectError("call cancelled by the client", Code.Canceled);
 const CALL_DONE = new ConnectError("call finished", Code.Canceled);
@@ -374,7 +518,7 @@ async function writeAll<T extends DescMessage>(
   call:
     | grpc.ServerWritableStream<unknown, Uint8Array>
     | grpc.ServerDuplexStream<unknown, Uint8Array>,
-  ctx: Ctx,
+  ctx: CallContext,
   output: AsyncIterable<unknown>,
   schema: T,
 ): Promise<void> {
@@ -413,11 +557,115 @@ function trailersOf(ctx: CallContext): grpc.Metadata | undefined {
 
 /** gRPC metadata as Fetch-API Headers, the shape Connect handlers and interceptors read. */
 export function metadataToHeaders(metadata: grpc.Metadata): Headers {
-  const headers = new Headers();
-  for (const [key, value] of Object.entries(metadata.getMap())) {
-    headers.append(key, typeof value === "string" ? value : Buffer.from(value).toString("base64"));
+  return new MetadataHeaders(metadata) as unknown as Headers;
+}
+
+type HeadersIterator = ReturnType<Headers["entries"]>;
+
+/** Headers' methods as methods: undici-types declares them as properties, which a subclass may not override. */
+interface HeadersMethods {
+  get(name: string): string | null;
+  has(name: string): boolean;
+  append(name: string, value: string): void;
+  set(name: string, value: string): void;
+  delete(name: string): void;
+  getSetCookie(): string[];
+  forEach(callback: (value: string, key: string, parent: Headers) => void, thisArg?: unknown): void;
+  entries(): HeadersIterator;
+  keys(): ReturnType<Headers["keys"]>;
+  values(): ReturnType<Headers["values"]>;
+  [Symbol.iterator](): HeadersIterator;
+}
+const HeadersBase = Headers as unknown as new () => HeadersMethods;
+
+/**
+ * Request metadata as Fetch-API Headers. The interceptors read a few headers on every
+ * call, and undici validates and converts every name and value it is given or asked
+ * for (a few µs a call); so the values stay in a plain map that answers get() and has()
+ * until something writes or iterates the headers, which first copies them into the real
+ * Headers this is. Only the first value of a repeated key is kept, as before.
+ */
+export class MetadataHeaders extends HeadersBase {
+  #pending: Map<string, string> | undefined;
+
+  constructor(metadata: grpc.Metadata) {
+    super();
+    const pending = new Map<string, string>();
+    const map = metadata.getMap();
+    for (const key in map) {
+      const value = map[key] as string | Buffer;
+      pending.set(key, typeof value === "string" ? value : Buffer.from(value).toString("base64"));
+    }
+    this.#pending = pending;
   }
-  return headers;
+
+  /** Moves the pending values into the Headers proper; after this the class adds nothing. */
+  #own(): void {
+    const pending = this.#pending;
+    if (pending === undefined) return;
+    this.#pending = undefined;
+    for (const [key, value] of pending) super.append(key, value);
+  }
+
+  override get(name: string): string | null {
+    const pending = this.#pending;
+    if (pending === undefined) return super.get(name);
+    return pending.get(name.toLowerCase()) ?? null;
+  }
+
+  override has(name: string): boolean {
+    const pending = this.#pending;
+    if (pending === undefined) return super.has(name);
+    return pending.has(name.toLowerCase());
+  }
+
+  override append(name: string, value: string): void {
+    this.#own();
+    super.append(name, value);
+  }
+
+  override set(name: string, value: string): void {
+    this.#own();
+    super.set(name, value);
+  }
+
+  override delete(name: string): void {
+    this.#own();
+    super.delete(name);
+  }
+
+  override getSetCookie(): string[] {
+    this.#own();
+    return super.getSetCookie();
+  }
+
+  override forEach(
+    callback: (value: string, key: string, parent: Headers) => void,
+    thisArg?: unknown,
+  ): void {
+    this.#own();
+    super.forEach(callback, thisArg);
+  }
+
+  override entries(): HeadersIterator {
+    this.#own();
+    return super.entries();
+  }
+
+  override keys(): ReturnType<Headers["keys"]> {
+    this.#own();
+    return super.keys();
+  }
+
+  override values(): ReturnType<Headers["values"]> {
+    this.#own();
+    return super.values();
+  }
+
+  override [Symbol.iterator](): HeadersIterator {
+    this.#own();
+    return super[Symbol.iterator]();
+  }
 }
 
 /** Fetch-API Headers as gRPC metadata; `-bin` values are base64 in Headers and bytes on the wire. */
