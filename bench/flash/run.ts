@@ -169,8 +169,14 @@ async function main(): Promise<void> {
       ACCESS_TOKEN_TTL_S: "3600",
     },
     inventory: { INITIAL_STOCK_ON_PRODUCT_CREATED: "0" },
-    orders:
-      settings.sagaConcurrency === undefined ? {} : { SAGA_CONCURRENCY: settings.sagaConcurrency },
+    orders: {
+      ...(settings.sagaConcurrency === undefined
+        ? {}
+        : { SAGA_CONCURRENCY: settings.sagaConcurrency }),
+      ...(process.env.BENCH_ORDERS_POOL === undefined
+        ? {}
+        : { DATABASE_POOL_MAX: process.env.BENCH_ORDERS_POOL }),
+    },
   };
   if (settings.cpuProf.length > 0) {
     await mkdir(profiles, { recursive: true });

@@ -33,6 +33,11 @@ export const kitConfigSchema = z.object({
   ACCESS_LOG: z.enum(["all", "errors", "off"]).default("all"),
   /** A call at least this slow gets a warning access-log line whatever its code (unless ACCESS_LOG=off). */
   ACCESS_LOG_SLOW_MS: positiveMs.default(1_000),
+  /**
+   * Connections in the service's Postgres pool. Every replica holds up to this many; size
+   * it against the database's max_connections (deploy/README.md).
+   */
+  DATABASE_POOL_MAX: z.coerce.number().int().min(1).max(200).default(10),
   /** Upper bound on a request's deadline; a caller without one gets this. */
   MAX_DEADLINE_MS: positiveMs.default(30_000),
   /** How long SIGTERM waits for in-flight RPCs before forcing the listeners closed. */

@@ -38,6 +38,7 @@ export async function openServiceData(
     service: config.SERVICE_NAME,
     logger,
     registry,
+    max: config.DATABASE_POOL_MAX,
   });
   const redis = createRedis({ url: options.redisUrl, logger });
   const close = async (timeoutS = 5) => {
