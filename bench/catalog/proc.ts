@@ -1,5 +1,7 @@
 /** /proc readings: a process's RSS, CPU time and CPU affinity. */
+import { spawnSync } from "node:child_process";
 import { readdirSync, readFileSync } from "node:fs";
+import { availableParallelism } from "node:os";
 
 // USER_HZ; 100 on every Linux configuration Node supports.
 const TICKS_PER_SECOND = 100;
@@ -182,4 +184,23 @@ export async function machineBusy(ms: number): Promise<number> {
     total += e.total - s.total;
   }
   return total > 0 ? busy / total : 0;
+}
+
+/**
+ * Measures {@link machineBusy} over a second before a run, says it, and adds a warning when
+ * more than 10 % of the machine was busy with other work. Returns the busy fraction.
+ */
+export async function checkMachineQuiet(
+  say: (line: string) => void,
+  warnings: string[],
+): Promise<number> {
+  const busy = await machineBusy(1000);
+  say(`machine busy before the run: ${(busy * 100).toFixed(0)}% of ${availableParallelism()} cpus`);
+  if (busy > 0.1) warnings.push(`before the run the machine was ${(busy * 100).toFixed(0)}% busy`);
+  return busy;
+}
+
+/** Pins every thread of this process (the runner, and h2load it spawns) to `cpu`. */
+export function pinSelf(cpu: string): void {
+  spawnSync("taskset", ["-a", "-p", "-c", cpu, String(process.pid)], { stdio: "ignore" });
 }

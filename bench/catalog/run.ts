@@ -42,12 +42,12 @@ import {
   testRedisUrl,
   uniqueName,
 } from "@meshmart/kit/testing";
-import { intEnv } from "../lib/env.js";
+import { benchAccessLog, intEnv } from "../lib/env.js";
 import { printProblems, printWarnings, runStamp, writeResults } from "../lib/report.js";
 import { runBenchmark } from "../lib/run-benchmark.js";
 import { killAllServers, type ServerChild, serverMode, startServer } from "./children.js";
-import { type H2loadResult, percentiles, runH2load } from "./h2load.js";
-import { cpusAllowed, hwmMb, MachineMonitor, machineBusy, Sampler } from "./proc.js";
+import { type H2loadResult, h2loadFailures, percentiles, runH2load } from "./h2load.js";
+import { cpusAllowed, hwmMb, MachineMonitor, machineBusy, pinSelf, Sampler } from "./proc.js";
 
 const ROOT = join(dirname(fileURLToPath(import.meta.url)), "..", "..");
 const SERVERS = join(ROOT, "bench", "catalog", "servers");
@@ -105,8 +105,8 @@ const settings = {
   only: idsEnv("BENCH_ONLY", "a,b,c,d"),
   /** Targets whose server runs under `node --cpu-prof` (figures then are not comparable). */
   cpuProf: idsEnv("BENCH_CPU_PROF", ""),
-  /** The servers' ACCESS_LOG (servers/common.ts reads the same variable). */
-  accessLog: process.env.BENCH_ACCESS_LOG ?? "errors",
+  /** The servers' ACCESS_LOG, as servers/common.ts sets it. */
+  accessLog: benchAccessLog(),
   /** Extra node flags for every server child, e.g. "--max-semi-space-size=4". */
   nodeFlags: (process.env.BENCH_NODE_FLAGS ?? "").split(/\s+/).filter((f) => f !== ""),
 };
@@ -240,9 +240,7 @@ async function main(): Promise<void> {
     cleanups.push(() => created.drop());
   }
   // The runner stays off the servers' core (it samples /proc every 100 ms).
-  spawnSync("taskset", ["-a", "-p", "-c", settings.loadCpu, String(process.pid)], {
-    stdio: "ignore",
-  });
+  pinSelf(settings.loadCpu);
   const nodeFlags = (...ids: TargetId[]) => [
     ...settings.nodeFlags,
     ...(ids.some((id) => settings.cpuProf.has(id))
@@ -547,21 +545,9 @@ function aggregate(t: Target, warm: Run, measured: Run[]): TargetResult {
     ...measured.map((r, i) => [`round ${i + 1}`, r] as const),
   ]) {
     const h = run.h2;
-    const bad =
-      h.failed +
-      h.errored +
-      h.timeout +
-      h.status["3xx"] +
-      h.status["4xx"] +
-      h.status["5xx"] +
-      (h.logNon200 ?? 0);
-    if (bad > 0) {
-      result.errors += bad;
-      result.errorDetail.push(
-        `${phase}: h2load ${h.failed} failed, ${h.errored} errored, ${h.timeout} timeout, ` +
-          `${h.status["4xx"]} 4xx, ${h.status["5xx"]} 5xx`,
-      );
-    }
+    const failures = h2loadFailures(h, phase);
+    result.errors += failures.count;
+    if (failures.line !== undefined) result.errorDetail.push(failures.line);
     if (run.codes !== undefined) {
       for (const [code, n] of Object.entries(run.codes)) {
         if (code !== "ok" && n > 0) {

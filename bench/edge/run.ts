@@ -21,7 +21,13 @@ import { join } from "node:path";
 import { ENVOY_VERSION, toolPath } from "../../scripts/lib/tools.js";
 import { killAllServers, serverMode } from "../catalog/children.js";
 import { type H2loadResult, h2loadFailures, percentiles, runH2load } from "../catalog/h2load.js";
-import { cpusAllowed, MachineMonitor, machineBusy, Sampler } from "../catalog/proc.js";
+import {
+  checkMachineQuiet,
+  cpusAllowed,
+  MachineMonitor,
+  pinSelf,
+  Sampler,
+} from "../catalog/proc.js";
 import { intEnv } from "../lib/env.js";
 import { printProblems, printWarnings, writeResults } from "../lib/report.js";
 import { alternateRounds } from "../lib/rounds.js";
@@ -140,16 +146,12 @@ async function main(): Promise<void> {
       `gRPC and h2c -c ${settings.connections} -m ${settings.streams}; h1 --h1 -c ${settings.h1Connections} -m 1; ` +
       `warm-up ${settings.warmupSeconds} s, then ${settings.rounds} rounds x ${roundSeconds} s per target`,
   );
-  const busy = await machineBusy(1000);
-  say(`machine busy before the run: ${(busy * 100).toFixed(0)}% of ${availableParallelism()} cpus`);
-  if (busy > 0.1) warnings.push(`before the run the machine was ${(busy * 100).toFixed(0)}% busy`);
+  const busy = await checkMachineQuiet(say, warnings);
 
   // Postgres/Redis (if started here) must not inherit our pinning: infrastructure first.
   const catalog = await startCatalogChild(settings.catalogCpu);
   cleanups.push(() => catalog.db.drop());
-  spawnSync("taskset", ["-a", "-p", "-c", settings.loadCpu, String(process.pid)], {
-    stdio: "ignore",
-  });
+  pinSelf(settings.loadCpu);
   const envoy: BenchEnvoy = await startBenchEnvoy({
     envoyBin,
     workDir: work,

@@ -47,7 +47,7 @@ import {
 } from "@nats-io/jetstream";
 import { connect, headers, nanos } from "@nats-io/transport-node";
 import { Registry } from "prom-client";
-import { MachineMonitor, machineBusy } from "../catalog/proc.js";
+import { checkMachineQuiet, MachineMonitor } from "../catalog/proc.js";
 import { intEnv } from "../lib/env.js";
 import { printProblems, printWarnings, writeResults } from "../lib/report.js";
 import { runBenchmark } from "../lib/run-benchmark.js";
@@ -101,9 +101,7 @@ async function main(): Promise<void> {
     `${settings.messages} messages per stage (${settings.e2eMessages} end to end, ${settings.warmupMessages} warm-up per path); outbox transactions of ${settings.txBatch}, ` +
       `relay batch ${settings.relayBatch}, kit consumer concurrency ${settings.consumerConcurrency}`,
   );
-  const busy = await machineBusy(1000);
-  say(`machine busy before the run: ${(busy * 100).toFixed(0)}% of ${availableParallelism()} cpus`);
-  if (busy > 0.1) warnings.push(`before the run the machine was ${(busy * 100).toFixed(0)}% busy`);
+  const busy = await checkMachineQuiet(say, warnings);
 
   const logger = createLogger({ service: "bench-events", level: "warn" });
   const namespace = uniqueName("bev");

@@ -34,7 +34,7 @@ import {
 } from "@meshmart/kit/gen/meshmart/orders/v1/orders_pb.js";
 import { type Mesh, startMesh } from "../../tests/support/mesh.js";
 import { serverMode } from "../catalog/children.js";
-import { machineBusy } from "../catalog/proc.js";
+import { checkMachineQuiet } from "../catalog/proc.js";
 import { intEnv } from "../lib/env.js";
 import { printProblems, printWarnings, runStamp, writeResults } from "../lib/report.js";
 import { runBenchmark } from "../lib/run-benchmark.js";
@@ -153,9 +153,7 @@ async function main(): Promise<void> {
     `${settings.orders} orders per phase from ${settings.customers} customers within ${settings.sendMs} ms, ` +
       `${settings.stock} units for sale; phases: 1 SKU${settings.hotSkus > 0 ? `, then ${settings.hotSkus} SKUs at once` : ""}`,
   );
-  const busy = await machineBusy(1000);
-  say(`machine busy before the run: ${(busy * 100).toFixed(0)}% of ${availableParallelism()} cpus`);
-  if (busy > 0.1) warnings.push(`before the run the machine was ${(busy * 100).toFixed(0)}% busy`);
+  const busy = await checkMachineQuiet(say, warnings);
 
   // Mesh children are unref'd; this keeps the run alive while it only awaits them.
   const keepAlive = setInterval(() => {}, 1_000);

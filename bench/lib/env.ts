@@ -12,3 +12,12 @@ export function intEnv(name: string, fallback: number, min = 1): number {
   }
   return value;
 }
+
+/**
+ * The bench servers' ACCESS_LOG: BENCH_ACCESS_LOG, else "errors", the cluster's setting
+ * (scripts/deploy/manifests.ts): every failed or slow call logged, successes not (the
+ * sidecar logs each request). "all" writes a line per call.
+ */
+export function benchAccessLog(): string {
+  return process.env.BENCH_ACCESS_LOG ?? "errors";
+}

@@ -21,7 +21,13 @@ import { join } from "node:path";
 import { ENVOY_VERSION, toolPath } from "../../scripts/lib/tools.js";
 import { killAllServers, serverMode } from "../catalog/children.js";
 import { runH2load } from "../catalog/h2load.js";
-import { cpuSeconds, MachineMonitor, machineBusy, Sampler } from "../catalog/proc.js";
+import {
+  checkMachineQuiet,
+  cpuSeconds,
+  MachineMonitor,
+  pinSelf,
+  Sampler,
+} from "../catalog/proc.js";
 import {
   GET_PRODUCT_PATH,
   getProductBody,
@@ -119,16 +125,12 @@ async function main(): Promise<void> {
     `h2load -c ${settings.connections} -m ${settings.streams} (${settings.connections * settings.streams} in flight), gRPC frame body; ` +
       `warm-up ${settings.warmupSeconds} s, then ${settings.rounds} rounds x ${roundSeconds} s per target`,
   );
-  const busy = await machineBusy(1000);
-  say(`machine busy before the run: ${(busy * 100).toFixed(0)}% of ${availableParallelism()} cpus`);
-  if (busy > 0.1) warnings.push(`before the run the machine was ${(busy * 100).toFixed(0)}% busy`);
+  const busy = await checkMachineQuiet(say, warnings);
 
   // Postgres/Redis (if started here) must not inherit our pinning: infrastructure first.
   const catalog = await startCatalogChild(settings.catalogCpu);
   cleanups.push(() => catalog.db.drop());
-  spawnSync("taskset", ["-a", "-p", "-c", settings.loadCpu, String(process.pid)], {
-    stdio: "ignore",
-  });
+  pinSelf(settings.loadCpu);
   const { grpc, http, admin } = catalog.server.ready;
   if (http === undefined || admin === undefined)
     throw new Error("catalog announced no http/admin port");

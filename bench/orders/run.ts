@@ -30,7 +30,7 @@ import { DeliverPolicy, jetstream } from "@nats-io/jetstream";
 import { connect, type NatsConnection } from "@nats-io/transport-node";
 import { type Mesh, startMesh } from "../../tests/support/mesh.js";
 import { serverMode } from "../catalog/children.js";
-import { machineBusy } from "../catalog/proc.js";
+import { checkMachineQuiet } from "../catalog/proc.js";
 import { intEnv } from "../lib/env.js";
 import { printProblems, printWarnings, writeResults } from "../lib/report.js";
 import { runBenchmark } from "../lib/run-benchmark.js";
@@ -109,9 +109,7 @@ async function main(): Promise<void> {
     `mode ${settings.mode}: ${settings.concurrency} ${!waitsForTerminal ? "PlaceOrder calls in flight" : "orders open (placed, not yet CONFIRMED)"} over gRPC; warm-up ${settings.warmupSeconds} s, ` +
       `measured ${settings.durationSeconds} s; ${settings.products} products, ${settings.customers} customers, card ${CARD.number.slice(-4)}`,
   );
-  const busy = await machineBusy(1000);
-  say(`machine busy before the run: ${(busy * 100).toFixed(0)}% of ${availableParallelism()} cpus`);
-  if (busy > 0.1) warnings.push(`before the run the machine was ${(busy * 100).toFixed(0)}% busy`);
+  const busy = await checkMachineQuiet(say, warnings);
   // The unit of CPU: measured before the mesh starts and again once its orders settled.
   const echoBefore = await calibrateEcho();
   say(`bare grpc-js echo: ${echoBefore.usPerCall.toFixed(1)} µs CPU per call (before the mesh)`);

@@ -10,23 +10,16 @@ import { startCatalog } from "@meshmart/catalog";
 import { catalogConfigSchema } from "@meshmart/catalog/config";
 import { loadConfig } from "@meshmart/kit";
 import {
-  accessLogMode,
   announceReady,
   devNullLogDestination,
   failStart,
+  serverSettings,
   stopOnSignal,
 } from "./common.js";
 
 try {
   const config = loadConfig(catalogConfigSchema, {
-    SERVICE_NAME: "catalog",
-    GRPC_PORT: "0",
-    HTTP_PORT: "0",
-    ADMIN_PORT: "0",
-    LOG_LEVEL: process.env.BENCH_LOG_LEVEL ?? "info",
-    // As the cluster deploys services (scripts/deploy/manifests.ts): failed and slow calls
-    // are logged, successes are left to the sidecar's access log.
-    ACCESS_LOG: accessLogMode(),
+    ...serverSettings("catalog"),
     DATABASE_URL: process.env.BENCH_DATABASE_URL,
     REDIS_URL: process.env.BENCH_REDIS_URL,
     CACHE_PREFIX: process.env.BENCH_CACHE_PREFIX,

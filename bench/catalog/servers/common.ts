@@ -7,6 +7,7 @@
 import { openSync } from "node:fs";
 import { createLogDestination } from "@meshmart/kit";
 import type { DestinationStream } from "pino";
+import { benchAccessLog } from "../../lib/env.js";
 
 /**
  * Where the servers' logs go: /dev/null through pino's own asynchronous SonicBoom
@@ -19,12 +20,19 @@ export function devNullLogDestination(): DestinationStream {
 }
 
 /**
- * The servers' ACCESS_LOG: BENCH_ACCESS_LOG, else "errors", the cluster's setting
- * (scripts/deploy/manifests.ts): every failed or slow call logged, successes not (the
- * sidecar logs each request). "all" writes a line per call.
+ * The settings every bench server starts with, as the cluster deploys a service: free
+ * ports, LOG_LEVEL (BENCH_LOG_LEVEL, default info) and ACCESS_LOG ({@link benchAccessLog}:
+ * failed and slow calls logged, successes left to the sidecar's access log).
  */
-export function accessLogMode(): string {
-  return process.env.BENCH_ACCESS_LOG ?? "errors";
+export function serverSettings(serviceName: string): Record<string, string> {
+  return {
+    SERVICE_NAME: serviceName,
+    GRPC_PORT: "0",
+    HTTP_PORT: "0",
+    ADMIN_PORT: "0",
+    LOG_LEVEL: process.env.BENCH_LOG_LEVEL ?? "info",
+    ACCESS_LOG: benchAccessLog(),
+  };
 }
 
 /** The ready line the runner waits for. */

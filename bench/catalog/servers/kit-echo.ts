@@ -8,23 +8,16 @@
 import { createRuntime, kitConfigSchema, loadConfig, serve } from "@meshmart/kit";
 import { echoRoutes } from "@meshmart/kit/testing";
 import {
-  accessLogMode,
   announceReady,
   devNullLogDestination,
   failStart,
+  serverSettings,
   stopOnSignal,
 } from "./common.js";
 
 try {
   const config = loadConfig(kitConfigSchema, {
-    SERVICE_NAME: "bench-echo",
-    GRPC_PORT: "0",
-    HTTP_PORT: "0",
-    ADMIN_PORT: "0",
-    LOG_LEVEL: process.env.BENCH_LOG_LEVEL ?? "info",
-    // As the cluster deploys services (scripts/deploy/manifests.ts): failed and slow calls
-    // are logged, successes are left to the sidecar's access log.
-    ACCESS_LOG: accessLogMode(),
+    ...serverSettings("bench-echo"),
   });
   const runtime = await createRuntime(config, { logDestination: devNullLogDestination() });
   const host = await serve(runtime, { routes: echoRoutes, checks: [] });
