@@ -28,6 +28,7 @@ import {
   databaseUrl,
   ensureInfra,
   freePort,
+  httpOk,
   type Infra,
   isPortOpen,
   type ManagedChild,
@@ -474,11 +475,7 @@ async function waitReady(service: RunningService): Promise<void> {
   const url = `http://127.0.0.1:${admin}${service.readyPath ?? "/readyz"}`;
   say(`${spec.name}: waiting for readiness on ${url}…`);
   try {
-    await child.waitUntil(async () => {
-      const res = await fetch(url, { signal: AbortSignal.timeout(1_000) });
-      await res.body?.cancel();
-      return res.status === 200;
-    }, READY_TIMEOUT_MS);
+    await child.waitUntil(httpOk(url), READY_TIMEOUT_MS);
   } catch {
     if (shuttingDown) return;
     throw await startupFailure(service, `not ready (GET ${url} never returned 200)`);

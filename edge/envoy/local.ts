@@ -7,7 +7,7 @@ import { spawnSync } from "node:child_process";
 import { mkdirSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import type { FileRegistry } from "@bufbuild/protobuf";
-import { type ManagedChild, spawnManaged } from "@meshmart/kit/testing";
+import { httpOk, type ManagedChild, readyOrStopped, spawnManaged } from "@meshmart/kit/testing";
 import { MESHMART_DESCRIPTOR, meshmartRegistry, REPO_ROOT } from "./descriptors.js";
 import { type EdgeTarget, renderEnvoyYaml, type SocketAddress } from "./generate.js";
 
@@ -155,19 +155,7 @@ export async function startEnvoy(options: StartEnvoyOptions): Promise<LocalEdge>
     stopTimeoutMs: 5_000,
     ...(options.onLine === undefined ? {} : { onLine: options.onLine }),
   });
-  try {
-    await child.waitUntil(async () => {
-      const res = await fetch(`${adminUrl}/ready`, { signal: AbortSignal.timeout(1_000) });
-      await res.body?.cancel();
-      return res.status === 200;
-    }, options.readyTimeoutMs ?? 30_000);
-  } catch (reason) {
-    await new Promise((resolve) => setTimeout(resolve, 200));
-    await child.stop();
-    throw new Error(
-      `envoy did not become ready: ${reason instanceof Error ? reason.message : reason}\n${child.recentOutput()}`,
-    );
-  }
+  await readyOrStopped(child, httpOk(`${adminUrl}/ready`), options.readyTimeoutMs ?? 30_000);
   return {
     url: `http://127.0.0.1:${options.port}`,
     port: options.port,

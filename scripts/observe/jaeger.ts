@@ -6,7 +6,7 @@
  */
 import { mkdirSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
-import { type ManagedChild, spawnManaged } from "@meshmart/kit/testing";
+import { type ManagedChild, readyOrStopped, spawnManaged } from "@meshmart/kit/testing";
 import { stringify } from "yaml";
 
 /** The ports Jaeger listens on, all on 127.0.0.1. */
@@ -127,8 +127,9 @@ export async function startJaeger(options: StartJaegerOptions): Promise<RunningJ
   });
   const { ports } = options;
   const url = `http://127.0.0.1:${ports.query}`;
-  try {
-    await child.waitUntil(async () => {
+  await readyOrStopped(
+    child,
+    async () => {
       const otlp = await fetch(`http://127.0.0.1:${ports.otlpHttp}/v1/traces`, {
         method: "POST",
         headers: { "content-type": "application/json" },
@@ -140,13 +141,9 @@ export async function startJaeger(options: StartJaegerOptions): Promise<RunningJ
       const services = await fetch(`${url}/api/services`, { signal: AbortSignal.timeout(1_000) });
       await services.body?.cancel();
       return services.status === 200;
-    }, options.readyTimeoutMs ?? 30_000);
-  } catch (reason) {
-    await child.stop();
-    throw new Error(
-      `jaeger did not become ready: ${reason instanceof Error ? reason.message : reason}\n${child.recentOutput()}`,
-    );
-  }
+    },
+    options.readyTimeoutMs ?? 30_000,
+  );
   return {
     child,
     ports,

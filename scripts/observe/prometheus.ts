@@ -4,7 +4,7 @@
  */
 import { accessSync, constants, mkdirSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
-import { type ManagedChild, spawnManaged } from "@meshmart/kit/testing";
+import { httpOk, type ManagedChild, readyOrStopped, spawnManaged } from "@meshmart/kit/testing";
 
 /** Where Debian's package puts the server. */
 export const PROMETHEUS_BIN = "/usr/bin/prometheus";
@@ -70,17 +70,6 @@ export async function startPrometheus(options: StartPrometheusOptions): Promise<
     stopTimeoutMs: 10_000,
     ...(options.onLine === undefined ? {} : { onLine: options.onLine }),
   });
-  try {
-    await child.waitUntil(async () => {
-      const res = await fetch(`${url}/-/ready`, { signal: AbortSignal.timeout(1_000) });
-      await res.body?.cancel();
-      return res.status === 200;
-    }, options.readyTimeoutMs ?? 30_000);
-  } catch (reason) {
-    await child.stop();
-    throw new Error(
-      `prometheus did not become ready: ${reason instanceof Error ? reason.message : reason}\n${child.recentOutput()}`,
-    );
-  }
+  await readyOrStopped(child, httpOk(`${url}/-/ready`), options.readyTimeoutMs ?? 30_000);
   return { child, url, stop: () => child.stop() };
 }

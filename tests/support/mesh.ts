@@ -8,6 +8,7 @@ import {
   databaseUrl,
   dropDatabase,
   freePort,
+  httpOk,
   type ManagedChild,
   openTestEvents,
   spawnManaged,
@@ -273,11 +274,7 @@ export async function startMesh(options: MeshOptions): Promise<Mesh> {
     children.set(name, child);
     const url = `http://127.0.0.1:${command.admin}/readyz`;
     try {
-      await child.waitUntil(async () => {
-        const res = await fetch(url, { signal: AbortSignal.timeout(1_000) });
-        await res.body?.cancel();
-        return res.status === 200;
-      }, READY_TIMEOUT_MS);
+      await child.waitUntil(httpOk(url), READY_TIMEOUT_MS);
     } catch (reason) {
       // An exit can be reported before the last output lines are read.
       await new Promise((resolve) => setTimeout(resolve, 300));

@@ -386,3 +386,33 @@ function cleanupSync(): void {
 function sleepSync(ms: number): void {
   Atomics.wait(new Int32Array(new SharedArrayBuffer(4)), 0, 0, ms);
 }
+
+/** A readiness probe for {@link ManagedChild.waitUntil}: GET `url` answers 200 within 1 s. */
+export function httpOk(url: string): () => Promise<boolean> {
+  return async () => {
+    const res = await fetch(url, { signal: AbortSignal.timeout(1_000) });
+    await res.body?.cancel();
+    return res.status === 200;
+  };
+}
+
+/**
+ * Waits until `probe` holds; if it never does (or the child exits), stops the child and
+ * throws with its last output lines, so a failed start leaves nothing running.
+ */
+export async function readyOrStopped(
+  child: ManagedChild,
+  probe: () => Promise<boolean>,
+  timeoutMs: number,
+): Promise<void> {
+  try {
+    await child.waitUntil(probe, timeoutMs);
+  } catch (reason) {
+    // An exit can be reported before the last output lines are read.
+    await new Promise((resolve) => setTimeout(resolve, 200));
+    await child.stop();
+    throw new Error(
+      `${child.name} did not become ready: ${reason instanceof Error ? reason.message : reason}\n${child.recentOutput()}`,
+    );
+  }
+}

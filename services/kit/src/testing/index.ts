@@ -6,8 +6,10 @@
 export { createTestIssuer, type TestIssuer, testAudience, testIssuerName } from "./auth.js";
 export {
   type ChildExit,
+  httpOk,
   type ManagedChild,
   type ManagedChildOptions,
+  readyOrStopped,
   spawnManaged,
 } from "./children.js";
 export { EchoService, echoImpl, echoRoutes } from "./echo.js";
