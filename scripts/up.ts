@@ -252,8 +252,7 @@ async function startService(
   const dbName = `${process.env.MESHMART_DB_PREFIX ?? "meshmart"}_${spec.name.replaceAll("-", "_")}`;
   const created = await createDatabase(infra.postgresUrl, dbName);
   // A `make up` killed outright (SIGKILL) leaves its services running on their ports.
-  const instanceName =
-    instance === undefined || instance.index === 0 ? spec.name : `${spec.name}-${instance.index}`;
+  const instanceName = instance?.process ?? spec.name;
   await reapOrphan(servicePidFile(instanceName), "node", entryPoint(spec.name), say);
   const configured = serviceEnv({
     spec,

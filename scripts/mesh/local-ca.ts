@@ -9,18 +9,20 @@
  * polyfill loaded before them, which a script imported by tests cannot arrange.
  */
 import { execFileSync } from "node:child_process";
-import { X509Certificate } from "node:crypto";
-import { mkdirSync, readFileSync } from "node:fs";
+import { mkdirSync } from "node:fs";
 import { join } from "node:path";
+import { principal } from "../deploy/callgraph.js";
 
 /** Istio's default workload certificate lifetime is 24 h; `openssl -days 1` is exactly that. */
 export const WORKLOAD_CERT_DAYS = 1;
-export const TRUST_DOMAIN = "cluster.local";
 const CURVE = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-noenc"];
 
-/** The SPIFFE id Istio gives a workload running as `serviceAccount` in `namespace`. */
+/**
+ * The SPIFFE id Istio gives a workload running as `serviceAccount` in `namespace`: its
+ * AuthorizationPolicy principal as a URI.
+ */
 export function spiffeId(namespace: string, serviceAccount: string): string {
-  return `spiffe://${TRUST_DOMAIN}/ns/${namespace}/sa/${serviceAccount}`;
+  return `spiffe://${principal(namespace, serviceAccount)}`;
 }
 
 /** PEM files of one identity, as Envoy and Node's TLS read them. */
@@ -113,12 +115,4 @@ export function createLocalCa(dir: string, organization = "meshmart-local"): Loc
       return identity;
     },
   };
-}
-
-/** The URI SANs of a PEM certificate (what the sidecars' RBAC sees as the principal). */
-export function uriSans(certPem: string): string[] {
-  const text = readFileSync(certPem, "utf8");
-  return [...(new X509Certificate(text).subjectAltName ?? "").matchAll(/URI:([^,]+)/g)].map(
-    (m) => m[1] ?? "",
-  );
 }

@@ -13,7 +13,7 @@
  */
 import { mkdirSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
-import { type LocalEdge, startEnvoy, validateWithEnvoy } from "../../edge/envoy/local.js";
+import { type LocalEdge, startEnvoy } from "../../edge/envoy/local.js";
 import { EDGE, loadCallGraph } from "../deploy/callgraph.js";
 import { serviceSettings } from "../deploy/manifests.js";
 import { createLocalCa, type IdentityFiles, type LocalCa } from "./local-ca.js";
@@ -35,9 +35,11 @@ export interface AppPorts {
 /** One instance of a workload: its app's ports and its sidecar's. */
 export interface MeshInstance {
   workload: string;
-  /** `catalog-0`, `catalog-1`: process names, node ids, stats. */
+  /** `catalog-0`, `catalog-1`: sidecar names, node ids, stats. */
   instance: string;
   index: number;
+  /** The app's process name as `make up` and the tests call it: `catalog`, `catalog-1`. */
+  process: string;
   /** Where the app listens (absent for the edge: its Envoy is started by the caller). */
   app: AppPorts | undefined;
   /** The sidecar's mTLS listeners, by pod port name. */
@@ -48,6 +50,11 @@ export interface MeshInstance {
   identity: IdentityFiles;
   /** The sidecar's generated config. */
   configFile: string;
+}
+
+/** A replica's process name: the workload for the first, `<workload>-<index>` after it. */
+export function processName(workload: string, index: number): string {
+  return index === 0 ? workload : `${workload}-${index}`;
 }
 
 /** Options for {@link planLocalMesh}. */
@@ -120,6 +127,7 @@ export async function planLocalMesh(options: LocalMeshOptions): Promise<LocalMes
         workload,
         instance,
         index,
+        process: processName(workload, index),
         app,
         inbound,
         outbound,
@@ -214,13 +222,12 @@ export interface RunningSidecar {
   readonly envoy: LocalEdge;
 }
 
-/** Validates and starts one instance's sidecar (Envoy, one worker thread as istio-proxy's default of 2 would starve this machine). */
+/** Starts one instance's sidecar (Envoy, one worker thread as istio-proxy's default of 2 would starve this machine). */
 export async function startSidecar(
   envoyBin: string,
   instance: MeshInstance,
-  options: { onLine?: (line: string) => void; validate?: boolean; concurrency?: number } = {},
+  options: { onLine?: (line: string) => void; concurrency?: number } = {},
 ): Promise<RunningSidecar> {
-  if (options.validate === true) validateWithEnvoy(envoyBin, instance.configFile);
   const envoy = await startEnvoy({
     envoyBin,
     configFile: instance.configFile,

@@ -23,6 +23,7 @@ import {
   sidecars,
   virtualServices,
 } from "../deploy/manifests.js";
+import { spiffeId } from "./local-ca.js";
 
 /** The Istio objects a sidecar is configured from. */
 export interface IstioPolicy {
@@ -64,11 +65,6 @@ export interface SidecarPlan {
   endpoints(service: string, podPort: number): readonly Port[];
   /** One JSON line per request on stdout (Istio's accessLogFile; off by default there too). */
   accessLog?: boolean;
-}
-
-/** The SPIFFE id of a workload: what a client sidecar expects the server to present. */
-export function spiffeOf(namespace: string, workload: string): string {
-  return `spiffe://cluster.local/ns/${namespace}/sa/${workload}`;
 }
 
 const hostOf = (namespace: string, service: string) => `${service}.${namespace}.svc.cluster.local`;
@@ -252,7 +248,7 @@ export function outboundClusterConfig(
             trusted_ca: { filename: plan.tls.rootFile },
             // ISTIO_MUTUAL: the server must be the destination's service account.
             match_typed_subject_alt_names: [
-              { san_type: "URI", matcher: { exact: spiffeOf(policy.namespace, service) } },
+              { san_type: "URI", matcher: { exact: spiffeId(policy.namespace, service) } },
             ],
           },
         },

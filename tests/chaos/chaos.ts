@@ -696,9 +696,7 @@ async function sidecarTotals(mesh: Mesh): Promise<Record<string, number>> {
       .filter((l) => pattern.test(l))
       .reduce((n, l) => n + Number(l.slice(l.lastIndexOf(" ") + 1)), 0);
   for (const instance of mesh.sidecars?.layout.instances ?? []) {
-    const process =
-      instance.index === 0 ? instance.workload : `${instance.workload}-${instance.index}`;
-    const running = mesh.sidecars?.sidecar(process);
+    const running = mesh.sidecars?.sidecar(instance.process);
     if (running === undefined) continue;
     const text = await (await fetch(`${running.envoy.adminUrl}/stats`)).text();
     totals.sidecars = (totals.sidecars ?? 0) + 1;

@@ -31,6 +31,7 @@ import {
   type LocalMesh,
   type MeshInstance,
   planLocalMesh,
+  processName,
   type RunningSidecar,
   startSidecar,
 } from "../../scripts/mesh/local-mesh.js";
@@ -142,7 +143,7 @@ export async function startMesh(options: MeshOptions): Promise<Mesh> {
   const sidecarMode = options.sidecars ?? process.env.MESH === "1";
   const replicasOf = (name: string) => (sidecarMode ? (options.replicas?.[name] ?? 1) : 1);
   const processesOf = (name: string) =>
-    Array.from({ length: replicasOf(name) }, (_, i) => (i === 0 ? name : `${name}-${i}`));
+    Array.from({ length: replicasOf(name) }, (_, i) => processName(name, i));
   const meshDir = sidecarMode ? mkdtempSync(join(tmpdir(), "meshmart-mesh-")) : undefined;
   const layout =
     meshDir === undefined
@@ -158,9 +159,7 @@ export async function startMesh(options: MeshOptions): Promise<Mesh> {
             : { accessLog: options.sidecarAccessLog }),
         });
   const instanceOf = (process: string): MeshInstance => {
-    const found = layout?.instances.find(
-      (i) => (i.index === 0 ? i.workload : `${i.workload}-${i.index}`) === process,
-    );
+    const found = layout?.instances.find((i) => i.process === process);
     if (found === undefined) throw new Error(`${process} has no sidecar in this mesh`);
     return found;
   };
@@ -334,17 +333,7 @@ export async function startMesh(options: MeshOptions): Promise<Mesh> {
     // Sidecars first (apps call through them as they start), then the apps, all at once:
     // ports are fixed up front, and callers retry until callees answer.
     if (layout !== undefined) {
-      await Promise.all(
-        layout.instances.map((i) =>
-          startSidecarOf(
-            i.workload === "edge"
-              ? "edge"
-              : i.index === 0
-                ? i.workload
-                : `${i.workload}-${i.index}`,
-          ),
-        ),
-      );
+      await Promise.all(layout.instances.map((i) => startSidecarOf(i.process)));
     }
     await Promise.all([...commands.keys()].map(start));
     if (options.edge === true) {
