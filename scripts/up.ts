@@ -37,6 +37,7 @@ import {
 } from "@meshmart/kit/testing";
 import { envoyArgs, validateWithEnvoy, writeLocalEnvoyConfig } from "../edge/envoy/local.js";
 import { formatLogLine } from "./lib/log-format.js";
+import { chosenPort } from "./lib/ports.js";
 import {
   dependenciesOf,
   entryPoint,
@@ -364,14 +365,14 @@ const SIDECAR_PIDS = join(MESH_DIR, "pids");
  * for loopback upstreams into .data/up; the storefront's server behind it on STOREFRONT_PORT.
  */
 async function startEdge(): Promise<RunningService[]> {
-  const port = await portOrFree(process.env.EDGE_PORT, 8080);
-  const adminPort = await portOrFree(process.env.EDGE_ADMIN_PORT, 9901);
+  const port = await chosenPort(process.env, "EDGE_PORT", 8080);
+  const adminPort = await chosenPort(process.env, "EDGE_ADMIN_PORT", 9901);
   const started: RunningService[] = [];
   storefront = buildStorefront();
   let storefrontPort: number | undefined;
   if (storefront !== undefined) {
     await reapOrphan(STOREFRONT_PID, "node", STOREFRONT_ENTRY, say);
-    storefrontPort = await portOrFree(process.env.STOREFRONT_PORT, 9400);
+    storefrontPort = await chosenPort(process.env, "STOREFRONT_PORT", 9400);
     const site = launch(
       { name: "storefront", grpcPort: storefrontPort },
       { grpc: storefrontPort, http: storefrontPort, admin: storefrontPort },
@@ -433,18 +434,6 @@ function envoyProcess(configFile: string, concurrency: number, logLevel: string)
     stopSignal: "SIGTERM" as const,
     stopTimeoutMs: 10_000,
   };
-}
-
-/** `value` as a port; 0 picks a free one here, since Envoy cannot report the one it got. */
-async function portOrFree(value: string | undefined, fallback: number): Promise<number> {
-  const port = value === undefined || value === "" ? fallback : Number(value);
-  if (!Number.isInteger(port) || port < 0 || port > 65535) {
-    throw new StartupError(`not a port: ${value}`);
-  }
-  if (port !== 0 && (await isPortOpen("127.0.0.1", port))) {
-    throw new StartupError(`port ${port} is already in use — another \`make up\`?`);
-  }
-  return port === 0 ? freePort() : port;
 }
 
 /**

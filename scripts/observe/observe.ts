@@ -12,8 +12,9 @@
  */
 import { writeFileSync } from "node:fs";
 import { join } from "node:path";
-import { freePort, isPortOpen, reapOrphan } from "@meshmart/kit/testing";
+import { reapOrphan } from "@meshmart/kit/testing";
 import { loadCallGraph } from "../deploy/callgraph.js";
+import { chosenPort } from "../lib/ports.js";
 import { toolPath } from "../lib/tools.js";
 import { JAEGER_CONFIG_FILE, type RunningJaeger, startJaeger } from "./jaeger.js";
 import {
@@ -86,20 +87,8 @@ export async function startObservability(options: ObservabilityOptions): Promise
   await reapOrphan(jaegerPid, "jaeger", join(jaegerDir, JAEGER_CONFIG_FILE), log);
   await reapOrphan(prometheusPid, "prometheus", join(prometheusDir, PROMETHEUS_CONFIG_FILE), log);
 
-  const port = async (variable: keyof typeof OBSERVE_PORTS) => {
-    const value = env[variable];
-    const chosen = value === undefined || value === "" ? OBSERVE_PORTS[variable] : Number(value);
-    if (!Number.isInteger(chosen) || chosen < 0 || chosen > 65535) {
-      throw new Error(`${variable}: not a port: ${value}`);
-    }
-    if (chosen === 0) return freePort();
-    if (await isPortOpen("127.0.0.1", chosen)) {
-      throw new Error(
-        `port ${chosen} is already in use — another \`make up OBSERVE=1\`? Move it with ${variable}=<port>`,
-      );
-    }
-    return chosen;
-  };
+  const port = (variable: keyof typeof OBSERVE_PORTS) =>
+    chosenPort(env, variable, OBSERVE_PORTS[variable]);
   const jaegerPorts = {
     query: await port("JAEGER_UI_PORT"),
     queryGrpc: await port("JAEGER_QUERY_GRPC_PORT"),
