@@ -66,15 +66,20 @@ const TARGETS = [
 ];
 /** The fake PSP's test card that authorizes but whose capture is declined. */
 const CAPTURE_DECLINED_CARD = "4000000000000341";
+/** The fake PSP's card that authorizes and captures: only the customer's cancel ends it early. */
+const GOOD_CARD = "4242424242424242";
 const CARDS = [
-  { number: "4242424242424242", weight: 60 },
+  { number: GOOD_CARD, weight: 60 },
   { number: "4000000000000002", weight: 10 },
   { number: "4000000000009995", weight: 10 },
   // Compensation after a successful authorization: release, then void.
   { number: CAPTURE_DECLINED_CARD, weight: 20 },
 ];
-/** Share of orders whose customer calls CancelOrder while the saga runs. */
-const CANCEL_SHARE = 0.2;
+/**
+ * Every fifth order's customer calls CancelOrder while the saga runs. Chosen by the order's
+ * number, not by chance: the paths the run must show cannot depend on a lucky draw.
+ */
+const CANCELS_EVERY = 5;
 /** The saga's cancel_reason of a capture the processor declined. */
 const CAPTURE_DECLINED_REASON = /^payment declined at capture/;
 const ADMIN = { email: "chaos-admin@example.com", password: "chaos admin password" };
@@ -112,8 +117,9 @@ export async function runChaos(options: ChaosOptions): Promise<ChaosReport> {
         orders: { SAGA_STEP_TIMEOUT_MS: "3000", SAGA_LEASE_MS: "5000", SAGA_RETRY_MAX_MS: "2000" },
         inventory: { INITIAL_STOCK_ON_PRODUCT_CREATED: "0" },
         // A processor that takes a moment, as real ones do: kills land mid-call, and a
-        // customer's CancelOrder can meet a capture in flight.
-        payments: { FAKE_PSP_LATENCY_MS: "20" },
+        // customer who cancels on seeing the authorization meets the capture in flight
+        // (a void or a refund) rather than a stock already committed.
+        payments: { FAKE_PSP_LATENCY_MS: "100" },
       },
     });
     log("chaos: mesh up");
@@ -182,8 +188,9 @@ async function prepareStore(mesh: Mesh, orders: number): Promise<Store> {
   return { products, tokens };
 }
 
-function pickCard(): string {
-  let roll = Math.random() * 100;
+/** The n-th order's card: by the weights, spread over the run, the same every run. */
+function pickCard(n: number): string {
+  let roll = (n * 37) % 100;
   for (const card of CARDS) {
     roll -= card.weight;
     if (roll < 0) return card.number;
@@ -258,15 +265,19 @@ async function drive(
       const n = next++;
       if (n >= options.orders) return;
       await sleep(began + n * spacingMs - Date.now());
-      const order = await placeOne(c.orders, store, n, () => {
+      // Some customers change their mind while the saga runs, not waiting for the answer:
+      // half at once, half once the order shows its authorized payment. They pay with a
+      // card that goes through, so a decline cannot end the order before they ask.
+      const cancels = n % CANCELS_EVERY === 1;
+      const card = cancels ? GOOD_CARD : pickCard(n);
+      const order = await placeOne(c.orders, store, n, card, () => {
         rejectedRetries += 1;
       });
       if (order === undefined) continue;
       placed.push(order);
-      // Some customers change their mind while the saga runs, not waiting for the answer:
-      // half at a random moment, half once the order shows its authorized payment.
-      if (Math.random() < CANCEL_SHARE) {
-        order.cancel = cancelOne(c.orders, order, Math.random() < 0.5);
+      if (cancels) {
+        const afterAuthorization = Math.floor(n / CANCELS_EVERY) % 2 === 1;
+        order.cancel = cancelOne(c.orders, order, afterAuthorization);
       }
     }
   };
@@ -366,6 +377,7 @@ async function placeOne(
   orders: Client<typeof OrderService>,
   store: Store,
   n: number,
+  card: string,
   onRetry: () => void,
 ): Promise<PlacedOrder | undefined> {
   const requestId = randomUUID();
@@ -376,7 +388,6 @@ async function placeOne(
   if (second !== undefined && second !== first && n % 2 === 0) {
     items.push({ productId: second.id, quantity: 1 });
   }
-  const card = pickCard();
   const deadline = Date.now() + 120_000;
   for (;;) {
     try {
@@ -400,9 +411,9 @@ async function placeOne(
 }
 
 /**
- * CancelOrder as an impatient customer sends it: after a random moment (mostly while the
- * saga runs), or once GetOrder shows the order's payment, i.e. after the authorization,
- * when only a void or a refund can undo it. Retried while orders is down or the
+ * CancelOrder as an impatient customer sends it: within moments of placing it, or once
+ * GetOrder shows the order's payment, i.e. after the authorization, when only a void or a
+ * refund can undo it. Retried while orders is down or the
  * compensation is still under way (the same request is idempotent).
  */
 async function cancelOne(
@@ -424,7 +435,7 @@ async function cancelOne(
       await sleep(15);
     }
   } else {
-    await sleep(Math.random() * 250);
+    await sleep(Math.random() * 50);
   }
   const deadline = Date.now() + 120_000;
   for (;;) {
