@@ -22,7 +22,7 @@ import type { OrderService } from "@meshmart/kit/gen/meshmart/orders/v1/orders_s
 import type { CardVault } from "./card-vault.js";
 import type { OrderChanges } from "./order-changes.js";
 import { decodePageToken, encodePageToken, isTerminal, toOrder } from "./order-mapper.js";
-import { itemsHash, priceOrder } from "./pricing.js";
+import { itemsHash, type PricedOrder, priceOrder } from "./pricing.js";
 import { planCancel } from "./saga.js";
 import type { OrderRecord, OrdersStore } from "./store.js";
 
@@ -117,14 +117,20 @@ export function createOrdersHandlers(deps: OrdersDeps): ServiceImpl<typeof Order
         }
         return { order: toOrder(record) };
       };
-      // A retry needs neither catalog nor a new card seal.
-      const earlier = await store.findByRequest(caller.userId, req.requestId);
-      if (earlier !== undefined) return replay(earlier);
-
-      const products = await Promise.all(
-        requested.map((item) => priceFromCatalog(item.productId, ctx)),
-      );
-      const priced = priceOrder(requested, products);
+      // Retries are rare, so the request id is not looked up first (a round trip on every
+      // order): the insert detects it. Only when pricing fails is it looked up, so a retry
+      // of an order whose product has since gone still answers that order.
+      let priced: PricedOrder;
+      try {
+        const products = await Promise.all(
+          requested.map((item) => priceFromCatalog(item.productId, ctx)),
+        );
+        priced = priceOrder(requested, products);
+      } catch (reason) {
+        const earlier = await store.findByRequest(caller.userId, req.requestId);
+        if (earlier !== undefined) return replay(earlier);
+        throw reason;
+      }
       const id = randomUUID();
       // The order id on the span finds the trace in Jaeger (tag meshmart.order.id=<id>).
       annotateCallSpan(ctx, { "meshmart.order.id": id });

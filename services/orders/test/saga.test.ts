@@ -271,6 +271,24 @@ describe("order saga", () => {
     assert.ok(other);
     assert.notEqual(other.id, first.id);
     await waitForTerminal(orders.client, other.id, erin.options);
+
+    // Once the product is gone from the catalog (pricing fails), a retry is still
+    // recognised by its request id, and a reuse still refused.
+    await mesh.catalog.deleteProduct({ productId: lamp.id }, mesh.admin);
+    const afterDelete = (await orders.client.placeOrder(request, dave.options)).order;
+    assert.equal(afterDelete?.id, first.id);
+    assert.equal(afterDelete?.status, OrderStatus.CONFIRMED);
+    const reusedAfterDelete = await rejection(
+      orders.client.placeOrder(
+        { ...request, items: [{ productId: lamp.id, quantity: 2 }] },
+        dave.options,
+      ),
+    );
+    assert.equal(reusedAfterDelete.code, Code.FailedPrecondition);
+    const stranger = await rejection(
+      orders.client.placeOrder({ ...request, requestId: randomUUID() }, dave.options),
+    );
+    assert.equal(stranger.code, Code.NotFound);
   });
 
   test("200 concurrent orders for 50 in stock: exactly 50 confirmed, stock 0, never negative", async () => {
