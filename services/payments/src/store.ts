@@ -1,3 +1,4 @@
+import { randomUUID } from "node:crypto";
 import { type EventNames, type OutboundEvent, type Sql, writeEvents } from "@meshmart/kit";
 // Type only (erased at runtime): the kit owns the postgres.js dependency.
 import type { TransactionSql } from "postgres";
@@ -302,14 +303,11 @@ function txOps(tx: TransactionSql, names: EventNames): PaymentsTx {
     },
 
     async post(paymentId, posting) {
-      const [row] = await tx<{ id: string }[]>`
-        insert into ledger_transactions (id, payment_id, kind, refund_id, currency, memo)
-        values (gen_random_uuid(), ${paymentId}, ${posting.kind}, ${posting.refundId ?? null},
-                ${posting.currency}, ${posting.memo})
-        returning id`;
-      if (row === undefined) throw new Error("insert returned no ledger transaction");
+      // The ledger transaction and its entries in one statement: the database checks the
+      // balance once per statement (migration 002), and one round trip instead of two.
+      const transactionId = randomUUID();
       const entries = posting.entries.map((e) => ({
-        transaction_id: row.id,
+        transaction_id: transactionId,
         payment_id: paymentId,
         account: e.account,
         currency: posting.currency,
@@ -318,6 +316,10 @@ function txOps(tx: TransactionSql, names: EventNames): PaymentsTx {
         credit_minor: e.creditMinor.toString(),
       }));
       await tx`
+        with t as (
+          insert into ledger_transactions (id, payment_id, kind, refund_id, currency, memo)
+          values (${transactionId}, ${paymentId}, ${posting.kind}, ${posting.refundId ?? null},
+                  ${posting.currency}, ${posting.memo}))
         insert into ledger_entries ${tx(entries, "transaction_id", "payment_id", "account", "currency", "debit_minor", "credit_minor")}`;
     },
 

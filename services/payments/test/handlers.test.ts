@@ -738,6 +738,33 @@ describe("ledger", () => {
         values (${t?.id ?? ""}, ${p.id}, 'psp_receivable', 'EUR', 100)`;
     });
     await assert.rejects(unbalanced, /unbalanced/);
+    // Balanced only by a second statement is refused too: each statement must leave the
+    // ledger transactions it wrote balanced.
+    const split = f.sql.begin(async (tx) => {
+      const [t] = await tx<{ id: string }[]>`
+        insert into ledger_transactions (id, payment_id, kind, currency)
+        values (gen_random_uuid(), ${p.id}, 'capture', 'EUR') returning id`;
+      await tx`
+        insert into ledger_entries (transaction_id, payment_id, account, currency, debit_minor)
+        values (${t?.id ?? ""}, ${p.id}, 'psp_receivable', 'EUR', 100)`;
+      await tx`
+        insert into ledger_entries (transaction_id, payment_id, account, currency, credit_minor)
+        values (${t?.id ?? ""}, ${p.id}, 'revenue', 'EUR', 100)`;
+    });
+    await assert.rejects(split, /unbalanced/);
+    const ledgerBefore = await f.sql`select count(*)::int as n from ledger_entries`;
+    // In one statement, balanced: accepted.
+    await f.sql.begin(async (tx) => {
+      const [t] = await tx<{ id: string }[]>`
+        insert into ledger_transactions (id, payment_id, kind, currency)
+        values (gen_random_uuid(), ${p.id}, 'capture', 'EUR') returning id`;
+      await tx`
+        insert into ledger_entries (transaction_id, payment_id, account, currency, debit_minor, credit_minor)
+        values (${t?.id ?? ""}, ${p.id}, 'psp_receivable', 'EUR', 100, 0),
+               (${t?.id ?? ""}, ${p.id}, 'revenue', 'EUR', 0, 100)`;
+    });
+    const ledgerAfter = await f.sql`select count(*)::int as n from ledger_entries`;
+    assert.equal(ledgerAfter[0]?.n, (ledgerBefore[0]?.n ?? 0) + 2);
     await assert.rejects(
       f.sql`update ledger_entries set debit_minor = debit_minor + 1 where payment_id = ${p.id}`,
       /append-only/,
