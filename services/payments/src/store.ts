@@ -1,5 +1,5 @@
 import { randomUUID } from "node:crypto";
-import { type EventNames, type OutboundEvent, type Sql, writeEvents } from "@meshmart/kit";
+import { type EventNames, type OutboundEvent, outboxRows, type Sql } from "@meshmart/kit";
 // Type only (erased at runtime): the kit owns the postgres.js dependency.
 import type { TransactionSql } from "postgres";
 import type { CardBrandName } from "./card.js";
@@ -89,7 +89,10 @@ export interface PaymentsTx {
   refundsOf(paymentId: string): Promise<RefundRow[]>;
   /** Writes one balanced ledger transaction for the payment. */
   post(paymentId: string, posting: Posting): Promise<void>;
-  /** Writes events to the outbox, committed with everything else. */
+  /**
+   * Events for the outbox, committed with everything else: written by `idempotent` in the
+   * statement that stores the response, so they cost no statement of their own.
+   */
   publish(events: readonly OutboundEvent[]): Promise<void>;
 }
 
@@ -179,8 +182,12 @@ export function createPaymentsStore(sql: Sql, names: EventNames): PaymentsStore 
           if (earlier.request_hash !== claim.requestHash) return { kind: "conflict" };
           return { kind: "replayed", response: new Uint8Array(earlier.response) };
         }
-        const { response, paymentId } = await work(txOps(tx, names));
+        const events: OutboundEvent[] = [];
+        const { response, paymentId } = await work(txOps(tx, events));
+        const rows = outboxRows(names, events);
         await tx`
+          with e as (
+            ${rows.length === 0 ? tx`select` : tx`insert into event_outbox ${tx(rows, "event_id", "subject", "event_type", "payload", "headers")} on conflict (event_id) do nothing`})
           update idempotency_keys set response = ${Buffer.from(response)}, payment_id = ${paymentId}
           where operation = ${claim.operation} and key = ${claim.key}`;
         return { kind: "done", response };
@@ -248,7 +255,7 @@ export function createPaymentsStore(sql: Sql, names: EventNames): PaymentsStore 
   };
 }
 
-function txOps(tx: TransactionSql, names: EventNames): PaymentsTx {
+function txOps(tx: TransactionSql, events: OutboundEvent[]): PaymentsTx {
   return {
     async lockOrder(orderId) {
       await tx`select pg_advisory_xact_lock(${ORDER_LOCK_CLASS}::int, hashtext(${orderId}))`;
@@ -323,8 +330,8 @@ function txOps(tx: TransactionSql, names: EventNames): PaymentsTx {
         insert into ledger_entries ${tx(entries, "transaction_id", "payment_id", "account", "currency", "debit_minor", "credit_minor")}`;
     },
 
-    publish(events) {
-      return writeEvents(tx, names, events);
+    async publish(more) {
+      events.push(...more);
     },
   };
 }
