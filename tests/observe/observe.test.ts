@@ -364,16 +364,9 @@ describe("make up OBSERVE=1: one trace per order, RED metrics and alerts", {
       const rules = body.data.groups.flatMap((g) => g.rules);
       return rules.length > 0 && rules.every((r) => Date.parse(r.lastEvaluation) > settled);
     });
-    // A p99 over two orders is one call: on a loaded machine (CI runs two test files at
-    // once) a single PlaceOrder over 1 s makes MeshmartHighLatency's expression true, which
-    // in production would have to hold for 10 minutes to fire. Every other rule must be
-    // quiet; that one must at least evaluate cleanly.
-    const loadDependent = new Set(["MeshmartHighLatency"]);
-    assert.deepEqual(
-      (await alerts()).filter((a) => !loadDependent.has(a.labels.alertname ?? "")),
-      [],
-      "nothing pending or firing in steady state",
-    );
+    // Steady state: nothing pending or firing. (A p99 over two orders is a call or two,
+    // which a loaded CI machine can make slow: the latency rule needs a minimum call rate.)
+    assert.deepEqual(await alerts(), [], "nothing pending or firing in steady state");
     const health = (await (await fetch(`${prometheus.url}/api/v1/rules`)).json()) as {
       data: { groups: { rules: { name: string; health: string }[] }[] };
     };
