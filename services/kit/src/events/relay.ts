@@ -1,6 +1,11 @@
 import { randomBytes } from "node:crypto";
 import { jetstream, type PubAck } from "@nats-io/jetstream";
-import { headers, type NatsConnection } from "@nats-io/transport-node";
+import {
+  headers,
+  type NatsConnection,
+  type QueuedIterator,
+  type Status,
+} from "@nats-io/transport-node";
 import { propagation, ROOT_CONTEXT, SpanKind, trace } from "@opentelemetry/api";
 import type { Logger } from "pino";
 import postgres, { type Sql } from "postgres";
@@ -173,28 +178,91 @@ export function createOutboxRelay(options: OutboxRelayOptions): OutboxRelay {
     }
   };
 
-  const runBatch = (): Promise<BatchResult> =>
-    sql.begin(async (tx): Promise<BatchResult> => {
-      const [lock] = await tx<{ locked: boolean }[]>`
-        select pg_try_advisory_xact_lock(${RELAY_LOCK_KEY.toString()}::bigint) as locked`;
+  // What nc.status() has said about the connection since start(); undefined while not
+  // watching or nothing is known yet. `natsChanges` tells a round trip that raced a change.
+  let natsUp: boolean | undefined;
+  let natsChanges = 0;
+  let natsStatuses: AsyncIterable<Status> | undefined;
+  const watchNats = () => {
+    const statuses = nc.status();
+    natsStatuses = statuses;
+    void (async () => {
+      for await (const status of statuses) {
+        if (natsStatuses !== statuses) break;
+        const up = natsStateAfter(status);
+        if (up === undefined) continue;
+        natsUp = up;
+        natsChanges++;
+      }
+    })().catch(() => {});
+  };
+  const unwatchNats = () => {
+    const statuses = natsStatuses;
+    natsStatuses = undefined;
+    natsUp = undefined;
+    // nats.js's status iterator can be stopped; a generic one ends with the connection.
+    (statuses as Partial<QueuedIterator<Status>> | undefined)?.stop?.();
+  };
+  /**
+   * While disconnected the client would hold the publishes until they time out: fail the
+   * batch now instead. The connection's status events answer without a round trip; only
+   * while they are not watched (flush() before start()) or have said nothing yet does a
+   * NATS round trip tell.
+   */
+  const assertNatsConnected = async () => {
+    if (natsUp === true) return;
+    if (natsUp === false) throw new Error("NATS is disconnected");
+    const changes = natsChanges;
+    await nc.rtt();
+    if (natsStatuses !== undefined && natsChanges === changes) natsUp = true;
+  };
+
+  /** A NOTIFY arrived since the last batch read the outbox. */
+  let notified = false;
+
+  const runBatch = async (): Promise<BatchResult> => {
+    let stamping: Promise<unknown> | undefined;
+    const result = await sql.begin(async (tx): Promise<BatchResult> => {
+      // The select below sees every row whose NOTIFY has arrived by now (delivered only
+      // once its transaction is visible): those wake-ups need no batch of their own.
+      notified = false;
+      // One round trip for both (postgres.js sends them pipelined). Separate statements,
+      // not one: a statement's snapshot predates the lock it takes, so a select in the
+      // locking statement could miss the stamps of the relay that just released it and
+      // publish its rows again. The select only reads while the lock is held: the lock in
+      // an uncorrelated subquery runs once (an InitPlan) and gates the scan; taken again
+      // it is re-entrant, and if it was free only now the first statement's busy answer
+      // discards the rows. Ordered by the column, not the text alias of the same name (which
+      // ORDER BY would pick): seq 100 sorts before 99 as text, and no index serves the sort.
+      const [[lock], rows] = await Promise.all([
+        tx<{ locked: boolean }[]>`
+          select pg_try_advisory_xact_lock(${RELAY_LOCK_KEY.toString()}::bigint) as locked`,
+        tx<OutboxRow[]>`
+          select seq::text as seq, event_id::text as event_id, subject, event_type, payload, headers
+          from event_outbox
+          where published_at is null
+            and (select pg_try_advisory_xact_lock(${RELAY_LOCK_KEY.toString()}::bigint))
+          order by event_outbox.seq
+          limit ${batchSize}`,
+      ]);
       if (lock?.locked !== true) return { busy: true, published: 0, more: false };
-      const rows = await tx<OutboxRow[]>`
-        select seq::text as seq, event_id::text as event_id, subject, event_type, payload, headers
-        from event_outbox
-        where published_at is null
-        order by seq
-        limit ${batchSize}`;
       if (rows.length === 0) return { busy: false, published: 0, more: false };
-      // While disconnected the client would queue the publishes and send them, late and
-      // after their timeout, on reconnect: fail the batch now instead.
-      await nc.rtt();
+      await assertNatsConnected();
       // Sent in seq order (each publish goes out synchronously), acks awaited together.
       const results = await Promise.allSettled(rows.map(publishRow));
       let ok = 0;
       while (ok < results.length && results[ok]?.status === "fulfilled") ok++;
       if (ok > 0) {
         const seqs = rows.slice(0, ok).map((r) => r.seq);
-        await tx`update event_outbox set published_at = now() where seq = any(${seqs}::bigint[])`;
+        // Not awaited here, so sql.begin sends its COMMIT right behind it: one round trip.
+        // Should the update fail, Postgres ends the transaction at that COMMIT with a
+        // rollback, and the rejection awaited below fails the batch as before.
+        const update =
+          tx`update event_outbox set published_at = now() where seq = any(${seqs}::bigint[])`.execute();
+        // Handled now: its error may arrive a socket read before the COMMIT's answer, and
+        // an unhandled rejection in between would end the process.
+        update.catch(() => {});
+        stamping = update;
       }
       const failure = results[ok];
       return {
@@ -204,6 +272,9 @@ export function createOutboxRelay(options: OutboxRelayOptions): OutboxRelay {
         ...(failure?.status === "rejected" ? { error: failure.reason } : {}),
       };
     });
+    await stamping;
+    return result;
+  };
 
   const batch = async (): Promise<BatchResult> => {
     let result: BatchResult;
@@ -220,7 +291,6 @@ export function createOutboxRelay(options: OutboxRelayOptions): OutboxRelay {
   // Background loop state.
   let running: Promise<void> | undefined;
   let stopped = true;
-  let notified = false;
   let interrupt: (() => void) | undefined;
   let lastCleanup = 0;
   const wake = () => {
@@ -278,7 +348,6 @@ export function createOutboxRelay(options: OutboxRelayOptions): OutboxRelay {
     let nextPollAt = 0;
     while (!stopped) {
       if (notified || Date.now() >= nextPollAt) {
-        notified = false;
         const result = await serialized(batch);
         if (stopped) break;
         if (result.error !== undefined) {
@@ -314,6 +383,7 @@ export function createOutboxRelay(options: OutboxRelayOptions): OutboxRelay {
     start() {
       if (!stopped) return;
       stopped = false;
+      watchNats();
       const relayed = loop().catch((reason) => {
         log.error({ err: errorMessage(reason) }, "outbox relay stopped unexpectedly");
       });
@@ -330,6 +400,7 @@ export function createOutboxRelay(options: OutboxRelayOptions): OutboxRelay {
       clearInterval(checkTimer);
       await running;
       running = undefined;
+      unwatchNats();
       // Closing ends a check still waiting on the LISTEN connection.
       await listener.close();
       await checking;
@@ -500,6 +571,21 @@ async function readStats(sql: Sql): Promise<OutboxStats> {
            extract(epoch from now() - min(created_at))::float8 as lag
     from event_outbox where published_at is null`;
   return { pending: Number(row?.pending ?? 0), lagSeconds: Math.max(0, row?.lag ?? 0) };
+}
+
+/** Connected (true), not (false), or nothing learnt (undefined) from a status event. */
+function natsStateAfter(status: Status): boolean | undefined {
+  switch (status.type) {
+    case "reconnect":
+      return true;
+    case "disconnect":
+    case "staleConnection":
+    case "forceReconnect":
+    case "close":
+      return false;
+    default:
+      return undefined;
+  }
 }
 
 function errorMessage(reason: unknown): string {

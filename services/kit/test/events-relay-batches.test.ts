@@ -1,0 +1,223 @@
+/**
+ * The relay's batch: seq order where text order differs, the relay lock held elsewhere, and
+ * failing fast (then resuming) while its NATS connection is down, on a server of its own.
+ */
+import assert from "node:assert/strict";
+import { mkdtemp, rm } from "node:fs/promises";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { after, before, describe, test } from "node:test";
+import { jetstreamManager } from "@nats-io/jetstream";
+import type { NatsConnection } from "@nats-io/transport-node";
+import { Registry } from "prom-client";
+import { ProductCreatedSchema } from "../gen/meshmart/catalog/v1/events_pb.js";
+import { connectNats } from "../src/events/nats.js";
+import { newEvent, type OutboundEvent, writeEvents } from "../src/events/outbox.js";
+import { createOutboxRelay, type OutboxRelay } from "../src/events/relay.js";
+import { ensureStreams } from "../src/events/streams.js";
+import { findExecutable } from "../src/testing/apt.js";
+import { freePort, type ManagedChild, natsInfo, spawnManaged } from "../src/testing/index.js";
+import {
+  type EventsFixture,
+  metricValue,
+  openEventsFixture,
+  readStream,
+  silentLogger,
+  testStreamSettings,
+  waitFor,
+} from "./events-support.js";
+
+/** The relay's advisory lock key ("mmoutbox"). */
+const RELAY_LOCK_KEY = 0x6d6d6f7574626f78n;
+
+let fx: EventsFixture;
+before(async () => {
+  fx = await openEventsFixture("kit_events_relay_batches", ["catalog"]);
+});
+after(() => fx.close());
+
+const created = (productId: string): OutboundEvent => newEvent(ProductCreatedSchema, { productId });
+
+function relay(overrides: Partial<Parameters<typeof createOutboxRelay>[0]> = {}): OutboxRelay {
+  return createOutboxRelay({
+    sql: fx.sql,
+    nc: fx.nc,
+    names: fx.names,
+    logger: silentLogger,
+    registry: new Registry(),
+    ...overrides,
+  });
+}
+
+async function write(...events: OutboundEvent[]): Promise<void> {
+  await fx.sql.begin((tx) => writeEvents(tx, fx.names, events));
+}
+
+async function unpublished(): Promise<number> {
+  const [row] = await fx.sql<{ n: string }[]>`
+    select count(*)::text as n from event_outbox where published_at is null`;
+  return Number(row?.n);
+}
+
+const catalogIds = async () =>
+  (await readStream(fx.jsm, fx.names.stream("catalog"))).map((m) => m.header.get("Nats-Msg-Id"));
+
+describe("outbox relay batches", () => {
+  test("publishes in seq order where the seqs' text order differs (99, 100, 101)", async () => {
+    await fx.sql`delete from event_outbox`;
+    await fx.jsm.streams.purge(fx.names.stream("catalog"));
+    await fx.sql`select setval(pg_get_serial_sequence('event_outbox', 'seq'), 98)`;
+    const events = [created("s99"), created("s100"), created("s101")];
+    for (const event of events) await write(event);
+    // A batch of two: the first batch must hold 99 and 100, not the text-smallest 100 and 101.
+    assert.equal(await relay({ batchSize: 2 }).flush(), 3);
+    assert.deepEqual(
+      await catalogIds(),
+      events.map((e) => e.eventId),
+    );
+  });
+
+  test("publishes nothing while another process holds the relay lock, then everything", async () => {
+    await fx.sql`delete from event_outbox`;
+    await fx.jsm.streams.purge(fx.names.stream("catalog"));
+    const event = created("locked-out");
+    await write(event);
+    const { holder, release } = await holdRelayLock();
+    const registry = new Registry();
+    const r = relay({ registry, pollIntervalMs: 20 });
+    r.start();
+    try {
+      await new Promise((resolve) => setTimeout(resolve, 400));
+      assert.deepEqual(await catalogIds(), []);
+      assert.equal(await unpublished(), 1);
+      assert.equal(await metricValue(registry, "outbox_published_total"), 0);
+      assert.equal(await metricValue(registry, "outbox_publish_errors_total"), 0);
+      release();
+      await holder;
+      await waitFor("the row published", async () =>
+        (await unpublished()) === 0 ? true : undefined,
+      );
+      assert.deepEqual(await catalogIds(), [event.eventId]);
+    } finally {
+      release();
+      await r.stop();
+    }
+  });
+
+  test("flush() waits while another process holds the relay lock, then publishes", async () => {
+    await fx.sql`delete from event_outbox`;
+    await fx.jsm.streams.purge(fx.names.stream("catalog"));
+    const event = created("flushed-after-lock");
+    await write(event);
+    const { holder, release } = await holdRelayLock();
+    try {
+      const flushed = relay().flush();
+      await new Promise((resolve) => setTimeout(resolve, 300));
+      release();
+      await holder;
+      // Busy is not empty: a flush that took the lock for an empty outbox would say 0.
+      assert.equal(await flushed, 1);
+      assert.deepEqual(await catalogIds(), [event.eventId]);
+    } finally {
+      release();
+    }
+  });
+});
+
+/** Holds the relay lock in a transaction of the test's own until `release()`. */
+async function holdRelayLock(): Promise<{ holder: Promise<unknown>; release: () => void }> {
+  let release: () => void = () => {};
+  const released = new Promise<void>((resolve) => {
+    release = resolve;
+  });
+  let locked: () => void = () => {};
+  const holding = new Promise<void>((resolve) => {
+    locked = resolve;
+  });
+  const holder = fx.sql.begin(async (tx) => {
+    await tx`select pg_advisory_xact_lock(${RELAY_LOCK_KEY.toString()}::bigint)`;
+    locked();
+    await released;
+  });
+  await holding;
+  return { holder, release };
+}
+
+const natsServer = await findExecutable("nats-server");
+
+describe("outbox relay while NATS is down", {
+  skip: natsServer === undefined && "no nats-server",
+}, () => {
+  let storeDir: string;
+  let port: number;
+  let server: ManagedChild | undefined;
+  let nc: NatsConnection;
+
+  const startNats = async () => {
+    server = spawnManaged({
+      name: "nats-server (relay test)",
+      command: natsServer ?? "nats-server",
+      args: ["-js", "-a", "127.0.0.1", "-p", String(port), "-sd", storeDir],
+      stopSignal: "SIGTERM",
+      stopTimeoutMs: 10_000,
+    });
+    await server.waitUntil(
+      async () => (await natsInfo("127.0.0.1", port, 300))?.jetstream === true,
+      20_000,
+    );
+  };
+
+  before(async () => {
+    storeDir = await mkdtemp(join(tmpdir(), "meshmart-relay-nats-"));
+    port = await freePort();
+    await startNats();
+    nc = await connectNats({ url: `nats://127.0.0.1:${port}`, name: "test", logger: silentLogger });
+    await ensureStreams(await jetstreamManager(nc), fx.names, ["catalog"], testStreamSettings);
+  });
+  after(async () => {
+    await nc?.close();
+    await server?.stop();
+    await rm(storeDir, { recursive: true, force: true });
+  });
+
+  test("fails a batch at once instead of waiting out the publish timeout, and resumes after", async () => {
+    await fx.sql`delete from event_outbox`;
+    const registry = new Registry();
+    // A publish timeout far beyond the assertions: only knowing NATS is down fails in time.
+    const r = relay({
+      nc,
+      registry,
+      pollIntervalMs: 50,
+      maxBackoffMs: 100,
+      publishTimeoutMs: 60_000,
+    });
+    r.start();
+    try {
+      await write(created("before"));
+      await waitFor("before published", async () =>
+        (await unpublished()) === 0 ? true : undefined,
+      );
+
+      await server?.stop();
+      await write(created("during"));
+      const started = Date.now();
+      await waitFor("the relay failing", async () =>
+        (await metricValue(registry, "outbox_publish_errors_total")) > 0 ? true : undefined,
+      );
+      assert.ok(Date.now() - started < 5_000, `failed after ${Date.now() - started} ms`);
+      assert.equal(await unpublished(), 1);
+
+      await startNats();
+      await waitFor(
+        "during published after the restart",
+        async () => ((await unpublished()) === 0 ? true : undefined),
+        20_000,
+      );
+      const js = await jetstreamManager(nc);
+      const stream = await js.streams.info(fx.names.stream("catalog"));
+      assert.equal(stream.state.messages, 2);
+    } finally {
+      await r.stop();
+    }
+  });
+});
