@@ -7,7 +7,6 @@ import {
   type HandlerContext,
   type Interceptor,
 } from "@connectrpc/connect";
-import { createGrpcTransport } from "@connectrpc/connect-node";
 import {
   context,
   propagation,
@@ -17,6 +16,7 @@ import {
   trace,
 } from "@opentelemetry/api";
 import { callerKey, remainingMs, requestIdKey, spanKey } from "./context.js";
+import { createGrpcJsTransport } from "./grpc-js-transport.js";
 import { codeName } from "./interceptors/observe.js";
 import type { RpcMetrics } from "./observability/rpc-metrics.js";
 import { headersGetter, headersSetter } from "./observability/tracing.js";
@@ -30,9 +30,11 @@ export interface ServiceClientOptions {
 }
 
 /**
- * A typed client for another service's gRPC port (`http://host:port`), over pooled HTTP/2.
- * Each call gets a CLIENT span whose context travels in `traceparent`, and client-side
- * RED metrics. Pass {@link outgoing}(ctx) as call options inside a handler so the
+ * A typed client for another service's gRPC port (`http://host:port`), over one
+ * @grpc/grpc-js HTTP/2 channel ({@link createGrpcJsTransport}: PING every 30 s while calls
+ * are open, connection dropped after 5 idle minutes, no client-side retries since the
+ * mesh's sidecars retry). Each call gets a CLIENT span whose context travels in
+ * `traceparent`, and client-side RED metrics. Pass {@link outgoing}(ctx) as call options inside a handler so the
  * deadline, cancellation, caller token and request id follow the call downstream.
  */
 export function createServiceClient<T extends DescService>(
@@ -40,11 +42,11 @@ export function createServiceClient<T extends DescService>(
   baseUrl: string,
   options: ServiceClientOptions,
 ): Client<T> {
-  const transport = createGrpcTransport({
+  const transport = createGrpcJsTransport({
     baseUrl,
     interceptors: [createClientObserver(options), ...(options.interceptors ?? [])],
-    pingIntervalMs: 30_000,
-    idleConnectionTimeoutMs: 5 * 60_000,
+    keepaliveMs: 30_000,
+    idleTimeoutMs: 5 * 60_000,
   });
   return createClient(desc, transport);
 }

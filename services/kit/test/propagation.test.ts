@@ -1,20 +1,31 @@
 import assert from "node:assert/strict";
 import { after, before, test } from "node:test";
+import { setTimeout as sleep } from "node:timers/promises";
 import { Code, ConnectError, createClient, type ServiceImpl } from "@connectrpc/connect";
 import { createGrpcTransport } from "@connectrpc/connect-node";
 import { createServiceClient, outgoing } from "../src/client.js";
-import { requestIdKey } from "../src/context.js";
+import { callerKey, requestIdKey } from "../src/context.js";
+import { createTestIssuer, type TestIssuer } from "../src/testing/auth.js";
 import { EchoService, echoImpl } from "../src/testing/echo.js";
 import { startTestHost, type TestHost } from "../src/testing/host.js";
 
 // A relay service calls a downstream echo with outgoing(ctx): the caller's deadline,
-// request id and trace must arrive downstream, and a caller hanging up must cancel it.
+// request id, trace and token must arrive downstream, and a caller hanging up must cancel it.
 let downstream: TestHost;
 let relay: TestHost;
-const seen: { timeoutMs: number | undefined; requestId: string; traceparent: string | null }[] = [];
+let issuer: TestIssuer;
+const seen: {
+  timeoutMs: number | undefined;
+  requestId: string;
+  traceparent: string | null;
+  userId: string | undefined;
+  aborted: Promise<void>;
+}[] = [];
 
 before(async () => {
+  issuer = await createTestIssuer();
   downstream = await startTestHost({
+    verifier: issuer.verifier,
     routes: (router) => {
       const impl: ServiceImpl<typeof EchoService> = {
         async echo(req, ctx) {
@@ -22,6 +33,10 @@ before(async () => {
             timeoutMs: ctx.timeoutMs(),
             requestId: ctx.values.get(requestIdKey),
             traceparent: ctx.requestHeader.get("traceparent"),
+            userId: ctx.values.get(callerKey)?.userId,
+            aborted: new Promise((resolve) =>
+              ctx.signal.addEventListener("abort", () => resolve(), { once: true }),
+            ),
           });
           return echoImpl.echo(req, ctx);
         },
@@ -34,6 +49,7 @@ before(async () => {
     service: "relay",
   });
   relay = await startTestHost({
+    verifier: issuer.verifier,
     routes: (router) => {
       router.service(EchoService, {
         echo: (req, ctx) => next.echo(req, outgoing(ctx)),
@@ -87,4 +103,24 @@ test("a downstream call that would outlive its caller is cut at the caller's dea
   // The downstream handler saw its budget, not the server's 30 s maximum.
   const last = seen.at(-1);
   assert.ok(last?.timeoutMs !== undefined && last.timeoutMs <= 300);
+});
+
+test("the caller's verified token reaches the downstream call", async () => {
+  seen.length = 0;
+  const token = await issuer.token({ sub: "user-42" });
+  await client().echo({ message: "as me" }, { headers: { authorization: `Bearer ${token}` } });
+  assert.equal(seen[0]?.userId, "user-42");
+});
+
+test("a caller hanging up cancels the downstream call", async () => {
+  seen.length = 0;
+  const controller = new AbortController();
+  const pending = client().echo({ message: "hang", delayMs: 5000 }, { signal: controller.signal });
+  while (seen.length === 0) await sleep(5);
+  controller.abort();
+  await assert.rejects(pending, (e: unknown) => ConnectError.from(e).code === Code.Canceled);
+  await Promise.race([
+    seen[0]?.aborted,
+    sleep(2000).then(() => assert.fail("the downstream call was not cancelled")),
+  ]);
 });
