@@ -16,13 +16,14 @@ import { newEvent, type OutboundEvent, writeEvents } from "../src/events/outbox.
 import { createOutboxRelay, type OutboxRelay } from "../src/events/relay.js";
 import { ensureStreams } from "../src/events/streams.js";
 import { findExecutable } from "../src/testing/apt.js";
-import { freePort, type ManagedChild, natsInfo, spawnManaged } from "../src/testing/index.js";
+import { freePort, type ManagedChild } from "../src/testing/index.js";
 import {
   type EventsFixture,
   metricValue,
   openEventsFixture,
   readStream,
   silentLogger,
+  startTestNats,
   testStreamSettings,
   waitFor,
 } from "./events-support.js";
@@ -154,16 +155,11 @@ describe("outbox relay while NATS is down", {
   let nc: NatsConnection;
 
   const startNats = async () => {
-    server = spawnManaged({
-      name: "nats-server (relay test)",
-      command: natsServer ?? "nats-server",
-      args: ["-js", "-a", "127.0.0.1", "-p", String(port), "-sd", storeDir],
-      stopSignal: "SIGTERM",
-      stopTimeoutMs: 10_000,
-    });
-    await server.waitUntil(
-      async () => (await natsInfo("127.0.0.1", port, 300))?.jetstream === true,
-      20_000,
+    server = await startTestNats(
+      natsServer ?? "nats-server",
+      port,
+      storeDir,
+      "nats-server (relay test)",
     );
   };
 

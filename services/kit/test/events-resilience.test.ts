@@ -24,9 +24,7 @@ import { findExecutable } from "../src/testing/apt.js";
 import {
   freePort,
   type ManagedChild,
-  natsInfo,
   type OwnedPostgres,
-  spawnManaged,
   startOwnedPostgres,
   uniqueName,
 } from "../src/testing/index.js";
@@ -37,6 +35,7 @@ import {
   openEventsFixture,
   publishEvent,
   silentLogger,
+  startTestNats,
   testStreamSettings,
   waitFor,
 } from "./events-support.js";
@@ -117,17 +116,7 @@ describe("across a NATS restart", { skip: natsServer === undefined && "no nats-s
   const names = createEventNames(uniqueName("evr").slice(0, 32));
 
   const startNats = async () => {
-    server = spawnManaged({
-      name: "nats-server (test)",
-      command: natsServer ?? "nats-server",
-      args: ["-js", "-a", "127.0.0.1", "-p", String(port), "-sd", storeDir],
-      stopSignal: "SIGTERM",
-      stopTimeoutMs: 10_000,
-    });
-    await server.waitUntil(
-      async () => (await natsInfo("127.0.0.1", port, 300))?.jetstream === true,
-      20_000,
-    );
+    server = await startTestNats(natsServer ?? "nats-server", port, storeDir, "nats-server (test)");
   };
 
   before(async () => {

@@ -23,7 +23,14 @@ import {
   publishLikeRelay,
   type TestPublishOptions,
 } from "../src/testing/events.js";
-import { createTestDatabase, testNatsUrl, uniqueName } from "../src/testing/index.js";
+import {
+  createTestDatabase,
+  type ManagedChild,
+  natsInfo,
+  spawnManaged,
+  testNatsUrl,
+  uniqueName,
+} from "../src/testing/index.js";
 
 export const silentLogger = pino({ level: "silent" });
 
@@ -112,4 +119,28 @@ export async function metricValue(
     if (Object.entries(labels).every(([k, want]) => String(l[k]) === want)) sum += v.value;
   }
   return sum;
+}
+
+/**
+ * A nats-server of a test's own (JetStream on `port`, its store in `storeDir`), for tests
+ * that stop and restart NATS; resolves once JetStream answers.
+ */
+export async function startTestNats(
+  command: string,
+  port: number,
+  storeDir: string,
+  name: string,
+): Promise<ManagedChild> {
+  const server = spawnManaged({
+    name,
+    command,
+    args: ["-js", "-a", "127.0.0.1", "-p", String(port), "-sd", storeDir],
+    stopSignal: "SIGTERM",
+    stopTimeoutMs: 10_000,
+  });
+  await server.waitUntil(
+    async () => (await natsInfo("127.0.0.1", port, 300))?.jetstream === true,
+    20_000,
+  );
+  return server;
 }

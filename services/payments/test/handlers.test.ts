@@ -9,6 +9,7 @@ import {
   type Payment,
   PaymentStatus,
 } from "@meshmart/kit/gen/meshmart/payments/v1/payments_pb.js";
+import type { TransactionSql } from "postgres";
 import {
   authorizeRequest,
   card,
@@ -729,40 +730,32 @@ describe("ledger", () => {
 
   test("the database refuses an unbalanced posting and any change to posted entries", async () => {
     const p = await authorized();
-    const unbalanced = f.sql.begin(async (tx) => {
-      const [t] = await tx<{ id: string }[]>`
-        insert into ledger_transactions (id, payment_id, kind, currency)
-        values (gen_random_uuid(), ${p.id}, 'capture', 'EUR') returning id`;
-      await tx`
-        insert into ledger_entries (transaction_id, payment_id, account, currency, debit_minor)
-        values (${t?.id ?? ""}, ${p.id}, 'psp_receivable', 'EUR', 100)`;
-    });
-    await assert.rejects(unbalanced, /unbalanced/);
+    /** A capture ledger transaction of `p`, its entries written by `entries`, one statement each. */
+    const posting = (entries: ((tx: TransactionSql, id: string) => Promise<unknown>)[]) =>
+      f.sql.begin(async (tx) => {
+        const [t] = await tx<{ id: string }[]>`
+          insert into ledger_transactions (id, payment_id, kind, currency)
+          values (gen_random_uuid(), ${p.id}, 'capture', 'EUR') returning id`;
+        for (const write of entries) await write(tx, t?.id ?? "");
+      });
+    const debit = (tx: TransactionSql, id: string) => tx`
+      insert into ledger_entries (transaction_id, payment_id, account, currency, debit_minor)
+      values (${id}, ${p.id}, 'psp_receivable', 'EUR', 100)`;
+    const credit = (tx: TransactionSql, id: string) => tx`
+      insert into ledger_entries (transaction_id, payment_id, account, currency, credit_minor)
+      values (${id}, ${p.id}, 'revenue', 'EUR', 100)`;
+    await assert.rejects(posting([debit]), /unbalanced/);
     // Balanced only by a second statement is refused too: each statement must leave the
     // ledger transactions it wrote balanced.
-    const split = f.sql.begin(async (tx) => {
-      const [t] = await tx<{ id: string }[]>`
-        insert into ledger_transactions (id, payment_id, kind, currency)
-        values (gen_random_uuid(), ${p.id}, 'capture', 'EUR') returning id`;
-      await tx`
-        insert into ledger_entries (transaction_id, payment_id, account, currency, debit_minor)
-        values (${t?.id ?? ""}, ${p.id}, 'psp_receivable', 'EUR', 100)`;
-      await tx`
-        insert into ledger_entries (transaction_id, payment_id, account, currency, credit_minor)
-        values (${t?.id ?? ""}, ${p.id}, 'revenue', 'EUR', 100)`;
-    });
-    await assert.rejects(split, /unbalanced/);
+    await assert.rejects(posting([debit, credit]), /unbalanced/);
     const ledgerBefore = await f.sql`select count(*)::int as n from ledger_entries`;
     // In one statement, balanced: accepted.
-    await f.sql.begin(async (tx) => {
-      const [t] = await tx<{ id: string }[]>`
-        insert into ledger_transactions (id, payment_id, kind, currency)
-        values (gen_random_uuid(), ${p.id}, 'capture', 'EUR') returning id`;
-      await tx`
+    await posting([
+      (tx, id) => tx`
         insert into ledger_entries (transaction_id, payment_id, account, currency, debit_minor, credit_minor)
-        values (${t?.id ?? ""}, ${p.id}, 'psp_receivable', 'EUR', 100, 0),
-               (${t?.id ?? ""}, ${p.id}, 'revenue', 'EUR', 0, 100)`;
-    });
+        values (${id}, ${p.id}, 'psp_receivable', 'EUR', 100, 0),
+               (${id}, ${p.id}, 'revenue', 'EUR', 0, 100)`,
+    ]);
     const ledgerAfter = await f.sql`select count(*)::int as n from ledger_entries`;
     assert.equal(ledgerAfter[0]?.n, (ledgerBefore[0]?.n ?? 0) + 2);
     await assert.rejects(
