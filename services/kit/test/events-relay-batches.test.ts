@@ -105,6 +105,38 @@ describe("outbox relay batches", () => {
     }
   });
 
+  test("commits arriving while a wake-up gathers go out in one batch, in seq order", async () => {
+    await fx.sql`delete from event_outbox`;
+    await fx.jsm.streams.purge(fx.names.stream("catalog"));
+    const registry = new Registry();
+    // A long poll: only the commits' notifications wake it.
+    const r = relay({ registry, gatherMs: 300, pollIntervalMs: 60_000 });
+    r.start();
+    try {
+      await waitFor("the relay's first poll", async () =>
+        (await metricValue(registry, "outbox_published_total")) === 0 ? true : undefined,
+      );
+      await new Promise((resolve) => setTimeout(resolve, 200));
+      // Four commits 20 ms apart: without gathering the first wakes a batch of its own.
+      const events = [created("g1"), created("g2"), created("g3"), created("g4")];
+      for (const event of events) {
+        await write(event);
+        await new Promise((resolve) => setTimeout(resolve, 20));
+      }
+      await waitFor("all four published", async () =>
+        (await unpublished()) === 0 ? true : undefined,
+      );
+      assert.equal(await metricValue(registry, "outbox_batches_total"), 1);
+      assert.equal(await metricValue(registry, "outbox_published_total"), 4);
+      assert.deepEqual(
+        await catalogIds(),
+        events.map((e) => e.eventId),
+      );
+    } finally {
+      await r.stop();
+    }
+  });
+
   test("flush() waits while another process holds the relay lock, then publishes", async () => {
     await fx.sql`delete from event_outbox`;
     await fx.jsm.streams.purge(fx.names.stream("catalog"));

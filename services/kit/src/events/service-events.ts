@@ -91,6 +91,7 @@ export async function openServiceEvents(
         logger,
         registry,
         batchSize: config.OUTBOX_BATCH_SIZE,
+        gatherMs: config.OUTBOX_GATHER_MS,
       });
       relay.start();
     },
