@@ -1,7 +1,7 @@
 import { inStoredTrace, type Logger, untraced } from "@meshmart/kit";
 import { Counter, Gauge, type Registry } from "prom-client";
 import type { Decide } from "./saga.js";
-import type { OrderRecord, OrdersStore, SagaRow } from "./store.js";
+import type { ClaimedSaga, OrderRecord, OrdersStore, SagaRow } from "./store.js";
 
 /** The saga executor inside an orders replica. */
 export interface SagaWorker {
@@ -71,9 +71,9 @@ export function createSagaWorker(options: SagaWorkerOptions): SagaWorker {
   let pollFailing = false;
   let drained: (() => void) | undefined;
 
-  async function drive(first: SagaRow): Promise<void> {
-    let saga = first;
-    let record: OrderRecord | undefined;
+  async function drive(first: ClaimedSaga): Promise<void> {
+    let saga = first.saga;
+    let record: OrderRecord | undefined = first.record;
     try {
       for (;;) {
         record ??= await store.get(saga.order_id);
@@ -154,10 +154,10 @@ export function createSagaWorker(options: SagaWorkerOptions): SagaWorker {
     }
   }
 
-  function launch(saga: SagaRow): void {
+  function launch(claimed: ClaimedSaga): void {
     inFlight++;
     inFlightGauge.inc();
-    void drive(saga).finally(() => {
+    void drive(claimed).finally(() => {
       inFlight--;
       inFlightGauge.dec();
       if (stopped) {
@@ -176,7 +176,7 @@ export function createSagaWorker(options: SagaWorkerOptions): SagaWorker {
         backlog = true;
         return;
       }
-      let claimed: SagaRow[];
+      let claimed: ClaimedSaga[];
       try {
         claimed = await store.claimDue(free, leaseMs);
         if (pollFailing) logger.info("saga polling works again");

@@ -185,6 +185,16 @@ export interface ListQuery {
   limit: number;
 }
 
+/**
+ * A claimed saga with its order as the claim found it: only the claim holder changes an
+ * order after PlaceOrder, so the step needs no read of its own. Undefined only if the
+ * order row is missing (a bug the worker reports).
+ */
+export interface ClaimedSaga {
+  saga: SagaRow;
+  record: OrderRecord | undefined;
+}
+
 /** Every SQL statement orders runs. */
 export interface OrdersStore {
   /** Creates the order, its lines, its saga and OrderPlaced once per (user, request id). */
@@ -209,7 +219,7 @@ export interface OrdersStore {
    * right now) and counts the attempt: sagas already under way before new ones, each
    * earliest due first.
    */
-  claimDue(limit: number, leaseMs: number): Promise<SagaRow[]>;
+  claimDue(limit: number, leaseMs: number): Promise<ClaimedSaga[]>;
   /**
    * Records a step's result under the claim `token`: `decide` sees the saga as it is now
    * and returns the transition, which is written in the same transaction (with the
@@ -244,6 +254,23 @@ const itemColumns =
   "order_id, position, product_id, sku, name, quantity, unit_units, unit_nanos, line_units, line_nanos";
 const sagaColumns =
   "order_id, step, attempts, next_attempt_at, claim_token, cancel_requested, cancel_code, cancel_reason, stock_state, payment_state, payment_id, auth_sent, commit_sent, card_sealed, last_error, trace_context";
+
+/** orders' columns as `o_<column>`, next to a saga's in one row. */
+const prefixedOrderColumns = orderColumns
+  .split(", ")
+  .map((c) => `o.${c} as o_${c}`)
+  .join(", ");
+type PrefixedOrder = { [K in keyof OrderRow as `o_${K}`]: OrderRow[K] | null };
+
+/** An order's lines from their JSON form (getIn, claimDue), money units back to bigint. */
+function itemsFrom(orderId: string, lines: readonly JsonItem[]): OrderItemRow[] {
+  return lines.map((l) => ({
+    ...l,
+    order_id: orderId,
+    unit_units: BigInt(l.unit_units),
+    line_units: BigInt(l.line_units),
+  }));
+}
 
 /** An order line as getIn reads it: money units as text, so no bigint passes through a double. */
 type JsonItem = Omit<OrderItemRow, "order_id" | "unit_units" | "line_units"> & {
@@ -417,15 +444,7 @@ export function createOrdersStore(sql: Sql, names: EventNames): OrdersStore {
       from orders where id = ${orderId} ${owner}`;
     if (row === undefined) return undefined;
     const { lines, ...order } = row;
-    return {
-      order,
-      items: lines.map((l) => ({
-        ...l,
-        order_id: order.id,
-        unit_units: BigInt(l.unit_units),
-        line_units: BigInt(l.line_units),
-      })),
-    };
+    return { order, items: itemsFrom(order.id, lines) };
   }
 
   /** Makes the order terminal with its event; the saga row is already locked by the caller. */
@@ -686,7 +705,10 @@ export function createOrdersStore(sql: Sql, names: EventNames): OrdersStore {
 
     async claimDue(limit, leaseMs) {
       if (limit <= 0) return [];
-      return sql<SagaRow[]>`
+      // The claim returns each saga with its order and lines (order columns as o_*, since
+      // saga and order share some names): one statement instead of a claim and a read per
+      // saga.
+      const rows = await sql<(SagaRow & PrefixedOrder & { lines: JsonItem[] | null })[]>`
         with due as (
           select order_id from order_sagas
           where step <> 'DONE' and next_attempt_at <= now()
@@ -697,22 +719,49 @@ export function createOrdersStore(sql: Sql, names: EventNames): OrdersStore {
           order by (step = 'RESERVE' and attempts = 0), next_attempt_at
           limit ${limit}
           for update skip locked
-        )
-        update order_sagas s set
-          claim_token = gen_random_uuid(),
-          attempts = s.attempts + 1,
-          next_attempt_at = now() + make_interval(secs => ${seconds(leaseMs)}),
-          auth_sent = s.auth_sent or s.step = 'AUTHORIZE',
-          commit_sent = s.commit_sent or s.step = 'COMMIT_STOCK',
-          updated_at = now()
-        from due
-        where s.order_id = due.order_id
-        returning ${sql.unsafe(
-          sagaColumns
-            .split(", ")
-            .map((c) => `s.${c}`)
-            .join(", "),
-        )}`;
+        ),
+        claimed as (
+          update order_sagas s set
+            claim_token = gen_random_uuid(),
+            attempts = s.attempts + 1,
+            next_attempt_at = now() + make_interval(secs => ${seconds(leaseMs)}),
+            auth_sent = s.auth_sent or s.step = 'AUTHORIZE',
+            commit_sent = s.commit_sent or s.step = 'COMMIT_STOCK',
+            updated_at = now()
+          from due
+          where s.order_id = due.order_id
+          returning ${sql.unsafe(
+            sagaColumns
+              .split(", ")
+              .map((c) => `s.${c}`)
+              .join(", "),
+          )})
+        select claimed.*, ${sql.unsafe(prefixedOrderColumns)},
+          (select json_agg(json_build_object(
+              'position', position, 'product_id', product_id, 'sku', sku, 'name', name,
+              'quantity', quantity, 'unit_units', unit_units::text, 'unit_nanos', unit_nanos,
+              'line_units', line_units::text, 'line_nanos', line_nanos) order by position)
+           from order_items where order_id = claimed.order_id) as lines
+        from claimed left join orders o on o.id = claimed.order_id`;
+      return rows.map((row) => {
+        const saga = {} as Record<string, unknown>;
+        const order = {} as Record<string, unknown>;
+        for (const [key, value] of Object.entries(row)) {
+          if (key === "lines") continue;
+          if (key.startsWith("o_")) order[key.slice(2)] = value;
+          else saga[key] = value;
+        }
+        const found = order.id !== null && order.id !== undefined;
+        return {
+          saga: saga as unknown as SagaRow,
+          record: found
+            ? {
+                order: order as unknown as OrderRow,
+                items: itemsFrom(order.id as string, row.lines ?? []),
+              }
+            : undefined,
+        };
+      });
     },
 
     async record(orderId, token, decide, { leaseMs, keepClaim, known, order }) {

@@ -63,8 +63,8 @@ async function placeOrder(units = 5n): Promise<string> {
 async function claim(orderId: string): Promise<SagaRow> {
   for (let i = 0; i < 100; i++) {
     const claimed = await store.claimDue(10, LEASE_MS);
-    const mine = claimed.find((s) => s.order_id === orderId);
-    if (mine !== undefined) return mine;
+    const mine = claimed.find((c) => c.saga.order_id === orderId);
+    if (mine !== undefined) return mine.saga;
     if (claimed.length === 0) break;
   }
   assert.fail(`saga ${orderId} was never claimed`);
@@ -89,10 +89,12 @@ describe("claiming due sagas", () => {
       where order_id = ${retried}`;
     await new Promise((r) => setTimeout(r, 20));
     const [first] = await store.claimDue(1, LEASE_MS);
-    assert.equal(first?.order_id, retried, "the retry waited behind never-claimed sagas");
+    assert.equal(first?.saga.order_id, retried, "the retry waited behind never-claimed sagas");
+    // The claim brings the order as it is stored: no read of its own per step.
+    assert.deepEqual(first?.record, await store.get(retried));
     const rest = await store.claimDue(3, LEASE_MS);
     assert.deepEqual(
-      rest.map((s) => s.order_id).sort(),
+      rest.map((c) => c.saga.order_id).sort(),
       [...fresh].sort(),
       "then the new ones, all of them",
     );
@@ -297,7 +299,7 @@ describe("the saga worker", () => {
     ];
     let claims = 0;
     const scripted = {
-      claimDue: async () => (claims++ === 0 ? [saga("RESERVE")] : []),
+      claimDue: async () => (claims++ === 0 ? [{ saga: saga("RESERVE"), record }] : []),
       get: async () => record,
       record: async () => outcomes.shift() ?? { kind: "lost" },
     } as unknown as OrdersStore;
