@@ -93,7 +93,8 @@ export function createOrdersHandlers(deps: OrdersDeps): ServiceImpl<typeof Order
         if (isTerminal(record.order.status)) return record;
         const left = until - Date.now();
         if (left <= 0 || ctx.signal.aborted) return undefined;
-        await change.wait(Math.min(left, deps.pollMs), ctx.signal);
+        const terminal = await change.wait(Math.min(left, deps.pollMs), ctx.signal);
+        if (terminal !== undefined) return terminal;
       } finally {
         change.close();
       }
@@ -243,12 +244,14 @@ export function createOrdersHandlers(deps: OrdersDeps): ServiceImpl<typeof Order
         yield { order: toOrder(record) };
         let seen = stamp(record);
         while (!isTerminal(record.order.status)) {
-          await change.wait(deps.watchFallbackMs, ended);
+          const terminal = await change.wait(deps.watchFallbackMs, ended);
           // The client went away, its deadline passed, or the server is shutting down: the
           // stream simply ends; a client that still cares watches again.
           if (ended.aborted) return;
           change = changes.listen(req.orderId);
-          const next = await store.get(req.orderId);
+          // The terminal commit as the saga worker of this replica wrote it needs no read
+          // (in a flash sale that is most watchers' only change); anything else is read.
+          const next = terminal ?? (await store.get(req.orderId));
           if (next === undefined) throw notFound(req.orderId);
           record = next;
           const now = stamp(record);

@@ -23,9 +23,10 @@ export interface SagaWorkerOptions {
   runStep(saga: SagaRow, record: OrderRecord): Promise<Decide>;
   /**
    * Called after a recorded step changed the order as clients see it (terminal, or its
-   * payment recorded), so waiting CancelOrder / WatchOrder calls look again.
+   * payment recorded), so waiting CancelOrder / WatchOrder calls look again; with the
+   * order as committed when it became terminal.
    */
-  onChange(orderId: string): void;
+  onChange(orderId: string, terminal?: OrderRecord): void;
   logger: Logger;
   registry: Registry;
   /** Sagas driven at once. */
@@ -131,7 +132,10 @@ export function createSagaWorker(options: SagaWorkerOptions): SagaWorker {
           (outcome.kind === "claimed" && outcome.saga.payment_id !== current.payment_id) ||
           (outcome.kind === "parked" && outcome.transition !== "retry")
         ) {
-          options.onChange(current.order_id);
+          options.onChange(
+            current.order_id,
+            outcome.kind === "finished" ? outcome.record : undefined,
+          );
         }
         if (outcome.kind === "finished") {
           const { order: done } = outcome.record;

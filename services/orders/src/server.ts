@@ -73,7 +73,7 @@ function buildOrders(
   const worker = createSagaWorker({
     store,
     runStep: (saga, record) => runStep(saga, record, sagaDeps),
-    onChange: (orderId) => changes.notify(orderId),
+    onChange: (orderId, terminal) => changes.notify(orderId, terminal),
     logger,
     registry,
     concurrency: config.SAGA_CONCURRENCY,

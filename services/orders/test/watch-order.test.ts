@@ -93,6 +93,22 @@ describe("WatchOrder wake-ups", () => {
     assert.ok(ms < 1_000, `the terminal state came after ${ms} ms (fallback ${FALLBACK_MS} ms)`);
     assert.equal(reads, 3);
   });
+
+  test("a terminal commit notified with its order ends the stream without another read", async () => {
+    const orderId = randomUUID();
+    const userId = randomUUID();
+    let reads = 0;
+    // The store only ever answers PENDING: the terminal state can come from the notify alone.
+    const read: Read = async (id, changes) => {
+      reads += 1;
+      setTimeout(() => changes.notify(id, record(id, userId, "CANCELLED", 2)), 20);
+      return record(id, userId, "PENDING", 1);
+    };
+    const { seen, ms } = await watch(read, orderId, userId);
+    assert.deepEqual(seen, [OrderStatus.PENDING, OrderStatus.CANCELLED]);
+    assert.ok(ms < 1_000, `the terminal state came after ${ms} ms`);
+    assert.equal(reads, 1);
+  });
 });
 
 describe("order changes", () => {
