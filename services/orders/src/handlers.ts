@@ -23,6 +23,7 @@ import type { CardVault } from "./card-vault.js";
 import type { OrderChanges } from "./order-changes.js";
 import { decodePageToken, encodePageToken, isTerminal, toOrder } from "./order-mapper.js";
 import { itemsHash, type PricedOrder, priceOrder } from "./pricing.js";
+import { createProductLookup } from "./product-lookup.js";
 import { planCancel } from "./saga.js";
 import type { OrderRecord, OrdersStore } from "./store.js";
 
@@ -48,6 +49,8 @@ export interface OrdersDeps {
 }
 
 const DEFAULT_PAGE_SIZE = 20;
+/** A shared GetProduct's own deadline: the route's timeout (deploy/callgraph.yaml). */
+const PRODUCT_LOOKUP_TIMEOUT_MS = 5_000;
 const ADMIN = "admin";
 
 /**
@@ -61,11 +64,11 @@ export function createOrdersHandlers(deps: OrdersDeps): ServiceImpl<typeof Order
   const ownerScope = (caller: Caller): string | undefined =>
     caller.roles.includes(ADMIN) ? undefined : caller.userId;
 
+  const lookUp = createProductLookup(catalog, PRODUCT_LOOKUP_TIMEOUT_MS);
+
   async function priceFromCatalog(productId: string, ctx: HandlerContext): Promise<Product> {
     try {
-      const { product } = await catalog.getProduct({ productId }, outgoing(ctx));
-      if (product === undefined) throw new Error("GetProduct answered without a product");
-      return product;
+      return await lookUp(productId, ctx);
     } catch (reason) {
       const err = ConnectError.from(reason);
       if (err.code === Code.NotFound) {
