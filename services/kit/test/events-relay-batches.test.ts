@@ -18,10 +18,12 @@ import { ensureStreams } from "../src/events/streams.js";
 import { findExecutable } from "../src/testing/apt.js";
 import { freePort, type ManagedChild } from "../src/testing/index.js";
 import {
+  deferred,
   type EventsFixture,
   metricValue,
   openEventsFixture,
   readStream,
+  resetOutbox,
   silentLogger,
   startTestNats,
   testStreamSettings,
@@ -65,8 +67,7 @@ const catalogIds = async () =>
 
 describe("outbox relay batches", () => {
   test("publishes in seq order where the seqs' text order differs (99, 100, 101)", async () => {
-    await fx.sql`delete from event_outbox`;
-    await fx.jsm.streams.purge(fx.names.stream("catalog"));
+    await resetOutbox(fx, "catalog");
     await fx.sql`select setval(pg_get_serial_sequence('event_outbox', 'seq'), 98)`;
     const events = [created("s99"), created("s100"), created("s101")];
     for (const event of events) await write(event);
@@ -79,8 +80,7 @@ describe("outbox relay batches", () => {
   });
 
   test("publishes nothing while another process holds the relay lock, then everything", async () => {
-    await fx.sql`delete from event_outbox`;
-    await fx.jsm.streams.purge(fx.names.stream("catalog"));
+    await resetOutbox(fx, "catalog");
     const event = created("locked-out");
     await write(event);
     const { holder, release } = await holdRelayLock();
@@ -106,8 +106,7 @@ describe("outbox relay batches", () => {
   });
 
   test("commits arriving while a wake-up gathers go out in one batch, in seq order", async () => {
-    await fx.sql`delete from event_outbox`;
-    await fx.jsm.streams.purge(fx.names.stream("catalog"));
+    await resetOutbox(fx, "catalog");
     const registry = new Registry();
     // A long poll: only the commits' notifications wake it.
     const r = relay({ registry, gatherMs: 300, pollIntervalMs: 60_000 });
@@ -138,8 +137,7 @@ describe("outbox relay batches", () => {
   });
 
   test("flush() waits while another process holds the relay lock, then publishes", async () => {
-    await fx.sql`delete from event_outbox`;
-    await fx.jsm.streams.purge(fx.names.stream("catalog"));
+    await resetOutbox(fx, "catalog");
     const event = created("flushed-after-lock");
     await write(event);
     const { holder, release } = await holdRelayLock();
@@ -159,21 +157,15 @@ describe("outbox relay batches", () => {
 
 /** Holds the relay lock in a transaction of the test's own until `release()`. */
 async function holdRelayLock(): Promise<{ holder: Promise<unknown>; release: () => void }> {
-  let release: () => void = () => {};
-  const released = new Promise<void>((resolve) => {
-    release = resolve;
-  });
-  let locked: () => void = () => {};
-  const holding = new Promise<void>((resolve) => {
-    locked = resolve;
-  });
+  const released = deferred();
+  const locked = deferred();
   const holder = fx.sql.begin(async (tx) => {
     await tx`select pg_advisory_xact_lock(${RELAY_LOCK_KEY.toString()}::bigint)`;
-    locked();
-    await released;
+    locked.resolve();
+    await released.promise;
   });
-  await holding;
-  return { holder, release };
+  await locked.promise;
+  return { holder, release: released.resolve };
 }
 
 const natsServer = await findExecutable("nats-server");

@@ -14,10 +14,12 @@ import { newEvent, type OutboundEvent, writeEvents } from "../src/events/outbox.
 import { createOutboxRelay, type OutboxRelay } from "../src/events/relay.js";
 import { ensureStreams } from "../src/events/streams.js";
 import {
+  deferred,
   type EventsFixture,
   metricValue,
   openEventsFixture,
   readStream,
+  resetOutbox,
   silentLogger,
   testStreamSettings,
   waitFor,
@@ -47,10 +49,7 @@ function relay(overrides: Partial<Parameters<typeof createOutboxRelay>[0]> = {})
 }
 
 /** Clears the outbox and the catalog stream between tests. */
-async function reset(): Promise<void> {
-  await fx.sql`delete from event_outbox`;
-  await fx.jsm.streams.purge(fx.names.stream("catalog"));
-}
+const reset = () => resetOutbox(fx, "catalog");
 
 const catalogStream = () => readStream(fx.jsm, fx.names.stream("catalog"));
 
@@ -115,25 +114,19 @@ describe("outbox relay", () => {
     await reset();
     const late = created("late");
     const early = created("early");
-    let releaseLate: () => void = () => {};
-    const held = new Promise<void>((resolve) => {
-      releaseLate = resolve;
-    });
-    let lateWritten: () => void = () => {};
-    const wroteLate = new Promise<void>((resolve) => {
-      lateWritten = resolve;
-    });
+    const held = deferred();
+    const wroteLate = deferred();
     // Takes its seq first, commits last.
     const lateTx = fx.sql.begin(async (tx) => {
       await writeEvents(tx, fx.names, [late]);
-      lateWritten();
-      await held;
+      wroteLate.resolve();
+      await held.promise;
     });
-    await wroteLate;
+    await wroteLate.promise;
     await write(early);
     const r = relay();
     assert.equal(await r.flush(), 1);
-    releaseLate();
+    held.resolve();
     await lateTx;
     assert.equal(await r.flush(), 1);
     const ids = (await catalogStream()).map((m) => m.header.get("Nats-Msg-Id"));

@@ -144,3 +144,18 @@ export async function startTestNats(
   );
   return server;
 }
+
+/** A promise and the function that resolves it (Promise.withResolvers arrives in Node 22). */
+export function deferred(): { promise: Promise<void>; resolve: () => void } {
+  let resolve: () => void = () => {};
+  const promise = new Promise<void>((r) => {
+    resolve = r;
+  });
+  return { promise, resolve };
+}
+
+/** Empties the fixture's outbox and the domain's stream, so a test starts from nothing. */
+export async function resetOutbox(fx: EventsFixture, domain: EventDomain): Promise<void> {
+  await fx.sql`delete from event_outbox`;
+  await fx.jsm.streams.purge(fx.names.stream(domain));
+}

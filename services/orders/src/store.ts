@@ -262,6 +262,20 @@ const prefixedOrderColumns = orderColumns
   .join(", ");
 type PrefixedOrder = { [K in keyof OrderRow as `o_${K}`]: OrderRow[K] | null };
 
+/**
+ * The lines of the order whose id is `orderIdColumn`, as one JSON array in position order
+ * (money units as text: no bigint through a double), `[]` when it has none.
+ */
+function linesOf(orderIdColumn: string): string {
+  return `coalesce(
+    (select json_agg(json_build_object(
+        'position', position, 'product_id', product_id, 'sku', sku, 'name', name,
+        'quantity', quantity, 'unit_units', unit_units::text, 'unit_nanos', unit_nanos,
+        'line_units', line_units::text, 'line_nanos', line_nanos) order by position)
+     from order_items where order_id = ${orderIdColumn}),
+    '[]'::json)`;
+}
+
 /** An order's lines from their JSON form (getIn, claimDue), money units back to bigint. */
 function itemsFrom(orderId: string, lines: readonly JsonItem[]): OrderItemRow[] {
   return lines.map((l) => ({
@@ -434,13 +448,7 @@ export function createOrdersStore(sql: Sql, names: EventNames): OrdersStore {
     const owner = userId === undefined ? tx`` : tx`and user_id = ${userId}`;
     const [row] = await tx<(OrderRow & { lines: JsonItem[] })[]>`
       select ${tx.unsafe(orderColumns)},
-        coalesce(
-          (select json_agg(json_build_object(
-              'position', position, 'product_id', product_id, 'sku', sku, 'name', name,
-              'quantity', quantity, 'unit_units', unit_units::text, 'unit_nanos', unit_nanos,
-              'line_units', line_units::text, 'line_nanos', line_nanos) order by position)
-           from order_items where order_id = orders.id),
-          '[]'::json) as lines
+        ${tx.unsafe(linesOf("orders.id"))} as lines
       from orders where id = ${orderId} ${owner}`;
     if (row === undefined) return undefined;
     const { lines, ...order } = row;
@@ -708,7 +716,7 @@ export function createOrdersStore(sql: Sql, names: EventNames): OrdersStore {
       // The claim returns each saga with its order and lines (order columns as o_*, since
       // saga and order share some names): one statement instead of a claim and a read per
       // saga.
-      const rows = await sql<(SagaRow & PrefixedOrder & { lines: JsonItem[] | null })[]>`
+      const rows = await sql<(SagaRow & PrefixedOrder & { lines: JsonItem[] })[]>`
         with due as (
           select order_id from order_sagas
           where step <> 'DONE' and next_attempt_at <= now()
@@ -737,11 +745,7 @@ export function createOrdersStore(sql: Sql, names: EventNames): OrdersStore {
               .join(", "),
           )})
         select claimed.*, ${sql.unsafe(prefixedOrderColumns)},
-          (select json_agg(json_build_object(
-              'position', position, 'product_id', product_id, 'sku', sku, 'name', name,
-              'quantity', quantity, 'unit_units', unit_units::text, 'unit_nanos', unit_nanos,
-              'line_units', line_units::text, 'line_nanos', line_nanos) order by position)
-           from order_items where order_id = claimed.order_id) as lines
+          ${sql.unsafe(linesOf("claimed.order_id"))} as lines
         from claimed left join orders o on o.id = claimed.order_id`;
       return rows.map((row) => {
         const saga = {} as Record<string, unknown>;
@@ -757,7 +761,7 @@ export function createOrdersStore(sql: Sql, names: EventNames): OrdersStore {
           record: found
             ? {
                 order: order as unknown as OrderRow,
-                items: itemsFrom(order.id as string, row.lines ?? []),
+                items: itemsFrom(order.id as string, row.lines),
               }
             : undefined,
         };
