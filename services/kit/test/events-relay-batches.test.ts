@@ -12,14 +12,15 @@ import type { NatsConnection } from "@nats-io/transport-node";
 import { Registry } from "prom-client";
 import { ProductCreatedSchema } from "../gen/meshmart/catalog/v1/events_pb.js";
 import { connectNats } from "../src/events/nats.js";
-import { newEvent, type OutboundEvent, writeEvents } from "../src/events/outbox.js";
-import { createOutboxRelay, type OutboxRelay } from "../src/events/relay.js";
+import { newEvent, type OutboundEvent } from "../src/events/outbox.js";
+import type { OutboxRelayOptions } from "../src/events/relay.js";
 import { ensureStreams } from "../src/events/streams.js";
 import { findExecutable } from "../src/testing/apt.js";
 import { freePort, type ManagedChild } from "../src/testing/index.js";
 import {
   deferred,
   type EventsFixture,
+  fixtureRelay,
   metricValue,
   openEventsFixture,
   readStream,
@@ -28,6 +29,7 @@ import {
   startTestNats,
   testStreamSettings,
   waitFor,
+  writeOutbox,
 } from "./events-support.js";
 
 /** The relay's advisory lock key ("mmoutbox"). */
@@ -41,20 +43,9 @@ after(() => fx.close());
 
 const created = (productId: string): OutboundEvent => newEvent(ProductCreatedSchema, { productId });
 
-function relay(overrides: Partial<Parameters<typeof createOutboxRelay>[0]> = {}): OutboxRelay {
-  return createOutboxRelay({
-    sql: fx.sql,
-    nc: fx.nc,
-    names: fx.names,
-    logger: silentLogger,
-    registry: new Registry(),
-    ...overrides,
-  });
-}
+const relay = (overrides: Partial<OutboxRelayOptions> = {}) => fixtureRelay(fx, overrides);
 
-async function write(...events: OutboundEvent[]): Promise<void> {
-  await fx.sql.begin((tx) => writeEvents(tx, fx.names, events));
-}
+const write = (...events: OutboundEvent[]) => writeOutbox(fx, ...events);
 
 async function unpublished(): Promise<number> {
   const [row] = await fx.sql<{ n: string }[]>`

@@ -11,11 +11,12 @@ import {
 import { UserSignedUpSchema } from "../gen/meshmart/identity/v1/events_pb.js";
 import { createPostgres } from "../src/data/postgres.js";
 import { newEvent, type OutboundEvent, writeEvents } from "../src/events/outbox.js";
-import { createOutboxRelay, type OutboxRelay } from "../src/events/relay.js";
+import type { OutboxRelayOptions } from "../src/events/relay.js";
 import { ensureStreams } from "../src/events/streams.js";
 import {
   deferred,
   type EventsFixture,
+  fixtureRelay,
   metricValue,
   openEventsFixture,
   readStream,
@@ -23,6 +24,7 @@ import {
   silentLogger,
   testStreamSettings,
   waitFor,
+  writeOutbox,
 } from "./events-support.js";
 
 let fx: EventsFixture;
@@ -33,20 +35,9 @@ after(() => fx.close());
 
 const created = (productId: string): OutboundEvent => newEvent(ProductCreatedSchema, { productId });
 
-async function write(...events: OutboundEvent[]): Promise<void> {
-  await fx.sql.begin((tx) => writeEvents(tx, fx.names, events));
-}
+const write = (...events: OutboundEvent[]) => writeOutbox(fx, ...events);
 
-function relay(overrides: Partial<Parameters<typeof createOutboxRelay>[0]> = {}): OutboxRelay {
-  return createOutboxRelay({
-    sql: fx.sql,
-    nc: fx.nc,
-    names: fx.names,
-    logger: silentLogger,
-    registry: new Registry(),
-    ...overrides,
-  });
-}
+const relay = (overrides: Partial<OutboxRelayOptions> = {}) => fixtureRelay(fx, overrides);
 
 /** Clears the outbox and the catalog stream between tests. */
 const reset = () => resetOutbox(fx, "catalog");

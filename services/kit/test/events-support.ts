@@ -16,7 +16,12 @@ import type { Sql } from "postgres";
 import { Registry } from "prom-client";
 import { createPostgres } from "../src/data/postgres.js";
 import { createEventNames, type EventDomain, type EventNames } from "../src/events/names.js";
-import { migrateEventTables } from "../src/events/outbox.js";
+import { migrateEventTables, type OutboundEvent, writeEvents } from "../src/events/outbox.js";
+import {
+  createOutboxRelay,
+  type OutboxRelay,
+  type OutboxRelayOptions,
+} from "../src/events/relay.js";
 import { ensureStreams, type StreamSettings } from "../src/events/streams.js";
 import {
   deleteNamespaceStreams,
@@ -158,4 +163,24 @@ export function deferred(): { promise: Promise<void>; resolve: () => void } {
 export async function resetOutbox(fx: EventsFixture, domain: EventDomain): Promise<void> {
   await fx.sql`delete from event_outbox`;
   await fx.jsm.streams.purge(fx.names.stream(domain));
+}
+
+/** An outbox relay on the fixture's database and NATS, silent, on a registry of its own. */
+export function fixtureRelay(
+  fx: EventsFixture,
+  overrides: Partial<OutboxRelayOptions> = {},
+): OutboxRelay {
+  return createOutboxRelay({
+    sql: fx.sql,
+    nc: fx.nc,
+    names: fx.names,
+    logger: silentLogger,
+    registry: new Registry(),
+    ...overrides,
+  });
+}
+
+/** Commits `events` to the fixture's outbox in one transaction. */
+export async function writeOutbox(fx: EventsFixture, ...events: OutboundEvent[]): Promise<void> {
+  await fx.sql.begin((tx) => writeEvents(tx, fx.names, events));
 }
