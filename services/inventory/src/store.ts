@@ -190,6 +190,28 @@ export function createInventoryStore(sql: Sql, names: EventNames): InventoryStor
     }
   }
 
+  /**
+   * Makes a refusal final: the order is recorded as RELEASED (one statement, no stock row
+   * touched), so no attempt for it still in flight (a retry the mesh sent after a timeout)
+   * can hold units later, and the caller, which cancels the order, has nothing to release.
+   * If an attempt for the same order got its reservation first, that is the answer.
+   */
+  async function settleRefusal(
+    orderId: string,
+    sorted: readonly ReservationItemRow[],
+    refusal: ReserveOutcome,
+  ): Promise<ReserveOutcome> {
+    const [tombstone] = await sql<{ order_id: string }[]>`
+      insert into reservations (order_id, status) values (${orderId}, 'released')
+      on conflict (order_id) do nothing
+      returning order_id`;
+    if (tombstone !== undefined) return refusal;
+    const existing = await loadReservation(sql, orderId, false);
+    if (existing === undefined || existing.status === "released") return refusal;
+    if (!sameItems(existing.items, sorted)) return { kind: "mismatch", reservation: existing };
+    return { kind: "existing", reservation: existing };
+  }
+
   async function loadReservation(
     q: Sql,
     orderId: string,
@@ -373,14 +395,14 @@ export function createInventoryStore(sql: Sql, names: EventNames): InventoryStor
           Object.entries(seen.stock).map(([id, units]) => [id, BigInt(units)]),
         );
         const refusal = shortageIn(items, available);
-        if (refusal !== undefined) return refusal;
+        if (refusal !== undefined) return settleRefusal(orderId, sorted, refusal);
       }
       const deltas = sorted.map((i) => ({
         productId: i.product_id,
         onHand: 0,
         reserved: i.quantity,
       }));
-      return transaction(async (tx): Promise<ReserveOutcome> => {
+      const outcome = await transaction(async (tx): Promise<ReserveOutcome> => {
         // Claiming the order id first serializes concurrent attempts for one order: a
         // second one waits here for the first to commit (then finds its reservation) or
         // roll back (then makes its own). For an order seen without a reservation, the
@@ -441,6 +463,9 @@ export function createInventoryStore(sql: Sql, names: EventNames): InventoryStor
         ]);
         return { kind: "reserved", reservation: { ...claimed, items: sorted } };
       }, deadline);
+      return outcome.kind === "insufficient" || outcome.kind === "unknown_product"
+        ? settleRefusal(orderId, sorted, outcome)
+        : outcome;
     },
 
     async release(rawOrderId, deadline) {

@@ -194,17 +194,23 @@ describe("ReserveStock", () => {
       metadata: { product_id: b, requested: "2", available: "1" },
     });
     assert.equal(await available(a), 5n, "the satisfiable item was not held either");
-    assert.equal(await reservationRows(orderId), 0, "no reservation recorded");
-    // The order may try again once stock is there.
+    // The refusal is final: the order's reservation is recorded as released, holding
+    // nothing, so an attempt still in flight (or a retry once stock is back) holds nothing.
+    const { reservation } = await f.client.getReservation({ orderId });
+    assert.equal(reservation?.status, ReservationStatus.RELEASED);
+    assert.deepEqual(reservation?.items, []);
     await f.client.setStock({ productId: b, onHand: 2n }, f.admin);
-    const retry = await f.client.reserveStock({
-      orderId,
-      items: [
-        { productId: a, quantity: 2 },
-        { productId: b, quantity: 2 },
-      ],
-    });
-    assert.equal(retry.reservation?.status, ReservationStatus.RESERVED);
+    const late = await rejection(
+      f.client.reserveStock({
+        orderId,
+        items: [
+          { productId: a, quantity: 2 },
+          { productId: b, quantity: 2 },
+        ],
+      }),
+    );
+    assert.equal(reasonOf(late).reason, "RESERVATION_RELEASED");
+    assert.deepEqual([await available(a), await available(b)], [5n, 2n]);
   });
 
   test("a product without a stock record is NOT_FOUND with UNKNOWN_PRODUCT", async () => {
@@ -226,7 +232,9 @@ describe("ReserveStock", () => {
       metadata: { product_id: unknown },
     });
     assert.equal(await available(known), 5n);
-    assert.equal(await reservationRows(orderId), 0);
+    const { reservation } = await f.client.getReservation({ orderId });
+    assert.equal(reservation?.status, ReservationStatus.RELEASED, "a final refusal");
+    assert.deepEqual(reservation?.items, []);
   });
 
   test("the same order with the same items returns the same reservation, held once", async () => {

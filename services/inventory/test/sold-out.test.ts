@@ -64,9 +64,14 @@ describe("sold-out reservations", () => {
       });
       assert.ok(ms < PROMPT_MS, `refused after ${ms.toFixed(0)} ms: it waited for the row lock`);
       assert.equal(await lockWaiters(), 0n, "a refused reservation is still queued on the row");
-      const [held] = await f.sql<{ n: bigint }[]>`
-        select count(*) as n from reservations where order_id = ${orderId}`;
-      assert.equal(held?.n, 0n, "a refusal leaves no reservation");
+      const [held] = await f.sql<{ status: string; items: bigint }[]>`
+        select status, (select count(*) from reservation_items where order_id = ${orderId}) as items
+        from reservations where order_id = ${orderId}`;
+      assert.deepEqual(
+        held,
+        { status: "released", items: 0n },
+        "a refusal is final, holding nothing",
+      );
     } finally {
       await unlock();
     }

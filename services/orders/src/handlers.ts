@@ -25,6 +25,7 @@ import { decodePageToken, encodePageToken, isTerminal, toOrder } from "./order-m
 import { itemsHash, type PricedOrder, priceOrder } from "./pricing.js";
 import { createProductLookup } from "./product-lookup.js";
 import { planCancel } from "./saga.js";
+import type { SagaWorker } from "./saga-worker.js";
 import type { OrderRecord, OrdersStore } from "./store.js";
 
 /** What the order handlers need. */
@@ -32,12 +33,14 @@ export interface OrdersDeps {
   store: OrdersStore;
   catalog: Client<typeof CatalogService>;
   vault: CardVault;
-  /** The saga worker, woken when an order needs it. */
-  saga: { wake(): void };
+  /** The saga worker: runs a new order's first step, and is woken when an order needs it. */
+  saga: Pick<SagaWorker, "wake" | "adopt">;
   changes: OrderChanges;
   logger: Logger;
   /** How often a waiting RPC re-reads an order another replica may be moving. */
   pollMs: number;
+  /** How long a claimed saga step belongs to its runner (SAGA_LEASE_MS). */
+  leaseMs: number;
   /** Longest CancelOrder waits for the compensation. */
   cancelWaitMs: number;
   /** How often WatchOrder re-reads an order when no event woke it. */
@@ -147,6 +150,7 @@ export function createOrdersHandlers(deps: OrdersDeps): ServiceImpl<typeof Order
         cardLast4: card.number.slice(-4),
         cardSealed: vault.seal(card, id),
         traceContext: traceContextOf(ctx),
+        leaseMs: deps.leaseMs,
       });
       switch (outcome.kind) {
         case "conflict":
@@ -156,9 +160,15 @@ export function createOrdersHandlers(deps: OrdersDeps): ServiceImpl<typeof Order
           );
         case "replayed":
           return replay(outcome.record);
-        case "created":
-          saga.wake();
-          return { order: toOrder(outcome.record) };
+        case "created": {
+          // The order's first step, the stock reservation, runs now rather than when the
+          // saga worker next looks (it cannot be claimed by anyone else before its lease
+          // ends): an order that cannot get its stock is answered CANCELLED
+          // (OUT_OF_STOCK) by this call, and in a flash sale the orders that will not get
+          // any do not wait in the worker's queue behind those that will.
+          const terminal = await saga.adopt(outcome.claim);
+          return { order: toOrder(terminal ?? outcome.record) };
+        }
       }
     },
 

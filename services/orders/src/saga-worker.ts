@@ -7,8 +7,16 @@ import type { ClaimedSaga, OrderRecord, OrdersStore, SagaRow } from "./store.js"
 export interface SagaWorker {
   /** Starts polling for due sagas. */
   start(): void;
-  /** Looks for due sagas now (a new order was placed, or one was cancelled). */
+  /** Looks for due sagas now (an order was cancelled). */
   wake(): void;
+  /**
+   * Runs the first step of a saga its caller claimed (PlaceOrder, which created it) at
+   * once, outside the worker's slots, and goes on with the next steps in a slot if one is
+   * free, else leaves them due. Resolves when that first step is recorded: with the order
+   * as committed when it became terminal (an order that cannot get its stock), else
+   * undefined.
+   */
+  adopt(claimed: ClaimedSaga): Promise<OrderRecord | undefined>;
   /**
    * Stops claiming, lets the steps in flight finish and record their results (each is
    * bounded by its deadline) and leaves whatever comes next due for any replica.
@@ -33,6 +41,14 @@ export interface SagaWorkerOptions {
   concurrency: number;
   pollMs: number;
   leaseMs: number;
+}
+
+/** New orders' first steps at once, per saga slot (see adopt). */
+const FIRST_STEPS_PER_SLOT = 4;
+
+/** Whether a driven saga holds one of the worker's slots. */
+interface Slot {
+  held: boolean;
 }
 
 /**
@@ -64,7 +80,17 @@ export function createSagaWorker(options: SagaWorkerOptions): SagaWorker {
 
   let timer: NodeJS.Timeout | undefined;
   let stopped = false;
+  /** Slots taken (at most `concurrency`). */
   let inFlight = 0;
+  /** Sagas being driven, adopted ones included. */
+  let active = 0;
+  // New orders' first steps run at most FIRST_STEPS_PER_SLOT × `concurrency` at once, the
+  // others wait their turn in order (their claims are PlaceOrder's, so no one else runs
+  // them meanwhile): a bound on what a burst can pile onto the pools here and in inventory.
+  // It is wider than the slots because a first step is short (one call, one write), and it
+  // is where an order that cannot get stock learns so.
+  let firstSteps = 0;
+  const waitingFirst: (() => void)[] = [];
   let pumping: Promise<void> | undefined;
   let pumpAgain = false;
   // The last claim filled every free slot: more may be due, so a freed slot claims again.
@@ -72,9 +98,31 @@ export function createSagaWorker(options: SagaWorkerOptions): SagaWorker {
   let pollFailing = false;
   let drained: (() => void) | undefined;
 
-  async function drive(first: ClaimedSaga): Promise<void> {
+  /** Takes a free slot for a saga driven outside the slots (adopted) whose step goes on. */
+  function takeSlot(slot: Slot): boolean {
+    if (slot.held) return true;
+    if (inFlight >= concurrency) {
+      backlog = true;
+      return false;
+    }
+    inFlight++;
+    inFlightGauge.inc();
+    slot.held = true;
+    return true;
+  }
+
+  async function drive(
+    first: ClaimedSaga,
+    slot: Slot,
+    onFirstStep?: (terminal: OrderRecord | undefined) => void,
+  ): Promise<void> {
     let saga = first.saga;
     let record: OrderRecord | undefined = first.record;
+    let reported = onFirstStep;
+    const report = (terminal?: OrderRecord) => {
+      reported?.(terminal);
+      reported = undefined;
+    };
     try {
       for (;;) {
         record ??= await store.get(saga.order_id);
@@ -101,7 +149,9 @@ export function createSagaWorker(options: SagaWorkerOptions): SagaWorker {
             const decide = await options.runStep(current, order);
             const recorded = await store.record(current.order_id, token, decide, {
               leaseMs,
-              keepClaim: !stopped,
+              // An adopted saga needs a slot only for a step that goes on (judged on the
+              // saga as claimed; the store decides again on the row).
+              keepClaim: !stopped && (decide(current).kind !== "next" || takeSlot(slot)),
               known: current,
               order,
             });
@@ -137,6 +187,7 @@ export function createSagaWorker(options: SagaWorkerOptions): SagaWorker {
             outcome.kind === "finished" ? outcome.record : undefined,
           );
         }
+        report(outcome.kind === "finished" ? outcome.record : undefined);
         if (outcome.kind === "finished") {
           const { order: done } = outcome.record;
           finished.inc({ status: done.status, cancel_code: done.cancel_code });
@@ -155,17 +206,21 @@ export function createSagaWorker(options: SagaWorkerOptions): SagaWorker {
         { err: reason, orderId: saga.order_id, step: saga.step },
         "saga step could not be recorded; it resumes when its claim lapses",
       );
+    } finally {
+      report();
     }
   }
 
-  function launch(claimed: ClaimedSaga): void {
-    inFlight++;
-    inFlightGauge.inc();
-    void drive(claimed).finally(() => {
-      inFlight--;
-      inFlightGauge.dec();
+  function launch(claimed: ClaimedSaga, slot: Slot, onFirstStep?: (t?: OrderRecord) => void) {
+    active++;
+    void drive(claimed, slot, onFirstStep).finally(() => {
+      active--;
+      if (slot.held) {
+        inFlight--;
+        inFlightGauge.dec();
+      }
       if (stopped) {
-        if (inFlight === 0) drained?.();
+        if (active === 0) drained?.();
       } else if (backlog) {
         pump();
       }
@@ -192,7 +247,11 @@ export function createSagaWorker(options: SagaWorkerOptions): SagaWorker {
         return;
       }
       backlog = claimed.length === free;
-      for (const saga of claimed) launch(saga);
+      for (const saga of claimed) {
+        inFlight++;
+        inFlightGauge.inc();
+        launch(saga, { held: true });
+      }
     } while ((pumpAgain || backlog) && !stopped && inFlight < concurrency);
   }
 
@@ -217,12 +276,29 @@ export function createSagaWorker(options: SagaWorkerOptions): SagaWorker {
     wake() {
       pump();
     },
+    adopt(claimed) {
+      return new Promise((resolve) => {
+        const start = () => {
+          firstSteps++;
+          // Detached from the caller's request: the steps are the order's work, not the call's.
+          untraced(() =>
+            launch(claimed, { held: false }, (terminal) => {
+              firstSteps--;
+              waitingFirst.shift()?.();
+              resolve(terminal);
+            }),
+          );
+        };
+        if (firstSteps < FIRST_STEPS_PER_SLOT * concurrency) start();
+        else waitingFirst.push(start);
+      });
+    },
     async stop() {
       stopped = true;
       if (timer !== undefined) clearInterval(timer);
       timer = undefined;
       await pumping;
-      if (inFlight > 0) {
+      if (active > 0) {
         await new Promise<void>((resolve) => {
           drained = resolve;
         });

@@ -16,7 +16,9 @@
  * cancellation start the compensation; so do RESERVE and AUTHORIZE failing transiently
  * SAGA_MAX_ATTEMPTS times.
  * VOID is skipped when no money can be held (the order never reached AUTHORIZE, or the
- * card was declined).
+ * card was declined), and RELEASE when inventory refused the reservation (out of stock, an
+ * unknown product): its refusals are final, so an out-of-stock order is CANCELLED in the
+ * step that learns it, the first one, which PlaceOrder runs itself.
  * Later steps and the compensation retry transient failures until they succeed: after
  * CommitReservation the stock cannot be given back through inventory's API, and a
  * compensation that gave up would leave stock held or money taken. RELEASE is skipped
@@ -189,6 +191,21 @@ function fail(code: CancelCodeText, reason: string, changes: SagaChanges = {}): 
 }
 
 /**
+ * Inventory refused the reservation and recorded the order's as released (its refusals
+ * are final), so no stock is held and there is nothing to release: the compensation
+ * starts at the payment, which for an order at RESERVE means CANCELLED in this same
+ * recorded step.
+ */
+function refused(record: OrderRecord, code: CancelCodeText, reason: string): Decide {
+  return (saga) =>
+    settlePayment(record, {
+      stock_state: "RELEASED",
+      cancel_code: saga.cancel_requested ? saga.cancel_code : code,
+      cancel_reason: saga.cancel_requested ? saga.cancel_reason : reason,
+    })(saga);
+}
+
+/**
  * A step failed transiently: retry with backoff. RESERVE and AUTHORIZE give up after
  * maxAttempts (or at once when the customer cancelled); every later step, and every
  * compensation step, retries until it succeeds, since giving up there would leave stock
@@ -334,10 +351,15 @@ export async function runStep(saga: SagaRow, record: OrderRecord, deps: SagaDeps
           if (isTransient(err)) return retry(deps, err, "reserving stock");
           const [info] = errorInfosOf(err);
           if (info?.reason === "INSUFFICIENT_STOCK") {
-            return fail("OUT_OF_STOCK", `out of stock: ${skuOf(record, info.metadata.product_id)}`);
+            return refused(
+              record,
+              "OUT_OF_STOCK",
+              `out of stock: ${skuOf(record, info.metadata.product_id)}`,
+            );
           }
           if (err.code === Code.NotFound) {
-            return fail(
+            return refused(
+              record,
               "PRODUCT_UNAVAILABLE",
               `product unavailable: ${skuOf(record, info?.metadata.product_id)}`,
             );

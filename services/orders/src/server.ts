@@ -88,6 +88,7 @@ function buildOrders(
     changes,
     logger,
     pollMs: config.SAGA_POLL_MS,
+    leaseMs: config.SAGA_LEASE_MS,
     watchFallbackMs: config.WATCH_FALLBACK_MS,
     shuttingDown: runtime.shuttingDown,
     cancelWaitMs: config.CANCEL_WAIT_MS,

@@ -151,11 +151,14 @@ export interface NewOrder {
   cardSealed: Buffer;
   /** The request's trace (traceContextOf), stored with the saga. */
   traceContext?: StoredTraceContext;
+  /** The saga's first step is claimed for the caller for this long (it runs it now). */
+  leaseMs: number;
 }
 
 /** Outcome of an idempotent PlaceOrder. */
 export type CreateOutcome =
-  | { kind: "created"; record: OrderRecord }
+  /** `claim`: the saga, its first step claimed for the caller. */
+  | { kind: "created"; record: OrderRecord; claim: ClaimedSaga }
   | { kind: "replayed"; record: OrderRecord }
   | { kind: "conflict" };
 
@@ -197,7 +200,10 @@ export interface ClaimedSaga {
 
 /** Every SQL statement orders runs. */
 export interface OrdersStore {
-  /** Creates the order, its lines, its saga and OrderPlaced once per (user, request id). */
+  /**
+   * Creates the order, its lines, its saga and OrderPlaced once per (user, request id); the
+   * saga's first step comes back claimed by the caller, counted as its first attempt.
+   */
   create(order: NewOrder): Promise<CreateOutcome>;
   findByRequest(userId: string, requestId: string): Promise<OrderRecord | undefined>;
   /** The order, if it exists and (with `userId`) belongs to that user. */
@@ -216,8 +222,7 @@ export interface OrdersStore {
   ): Promise<CancelOutcome>;
   /**
    * Claims up to `limit` due sagas for `leaseMs` (skipping rows another replica is claiming
-   * right now) and counts the attempt: sagas already under way before new ones, each
-   * earliest due first.
+   * right now), earliest due first, and counts the attempt.
    */
   claimDue(limit: number, leaseMs: number): Promise<ClaimedSaga[]>;
   /**
@@ -616,7 +621,7 @@ export function createOrdersStore(sql: Sql, names: EventNames): OrdersStore {
       try {
         // A retry (same user and request id) fails the whole statement on the orders
         // unique key, so nothing of it is written; the order it retries is read below.
-        const [row] = await sql<{ seq: bigint }[]>`
+        const [row] = await sql<(SagaRow & { o_seq: bigint })[]>`
           with o as (
             insert into orders (id, user_id, request_id, request_hash, status, currency,
                                 total_units, total_nanos, card_last4, created_at, updated_at)
@@ -627,16 +632,20 @@ export function createOrdersStore(sql: Sql, names: EventNames): OrdersStore {
           l as (
             insert into order_items ${sql(lines, "order_id", "position", "product_id", "sku", "name", "quantity", "unit_units", "unit_nanos", "line_units", "line_nanos")}),
           s as (
-            insert into order_sagas (order_id, step, card_sealed, trace_context)
-            values (${o.id}, 'RESERVE', ${o.cardSealed}, ${trace})),
+            insert into order_sagas (order_id, step, card_sealed, trace_context, claim_token,
+                                     attempts, next_attempt_at)
+            values (${o.id}, 'RESERVE', ${o.cardSealed}, ${trace}, gen_random_uuid(), 1,
+                    now() + make_interval(secs => ${seconds(o.leaseMs)}))
+            returning ${sql.unsafe(sagaColumns)}),
           e as (
             insert into event_outbox (event_id, subject, event_type, payload, headers)
             values (${event.event_id}::uuid, ${event.subject}, ${event.event_type},
                     ${event.payload}, ${sql.json(event.headers)}::jsonb))
-          select seq from o`;
+          select o.seq as o_seq, s.* from o cross join s`;
         if (row === undefined) throw new Error("the order insert returned no row");
-        order.seq = BigInt(row.seq);
-        return { kind: "created", record: created };
+        const { o_seq: seq, ...saga } = row;
+        order.seq = BigInt(seq);
+        return { kind: "created", record: created, claim: { saga, record: created } };
       } catch (reason) {
         if (!isRequestIdTaken(reason)) throw reason;
       }
@@ -720,11 +729,9 @@ export function createOrdersStore(sql: Sql, names: EventNames): OrdersStore {
         with due as (
           select order_id from order_sagas
           where step <> 'DONE' and next_attempt_at <= now()
-          -- Sagas under way first (a retry, a step left for any replica, a compensation),
-          -- then new ones, each oldest first: in a burst a retry would otherwise wait
-          -- behind every order placed before it came due, holding its stock (or money)
-          -- all that time.
-          order by (step = 'RESERVE' and attempts = 0), next_attempt_at
+          -- A new order's first step runs in PlaceOrder (create), so what is due here is
+          -- under way: a retry, a step left for any replica, a lapsed claim.
+          order by next_attempt_at
           limit ${limit}
           for update skip locked
         ),

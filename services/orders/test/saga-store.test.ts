@@ -54,6 +54,8 @@ async function placeOrder(units = 5n): Promise<string> {
     },
     cardLast4: "4242",
     cardSealed: Buffer.from("sealed"),
+    // Due at once, as if PlaceOrder's own run of the first step had died with its replica.
+    leaseMs: 0,
   });
   assert.equal(outcome.kind, "created");
   return id;
@@ -78,26 +80,27 @@ async function parkEverything(): Promise<void> {
 }
 
 describe("claiming due sagas", () => {
-  test("a retry due now is claimed before orders placed earlier that never ran", async () => {
+  test("due sagas are claimed earliest due first, each with its order", async () => {
     await parkEverything();
-    const fresh = [await placeOrder(), await placeOrder(), await placeOrder()];
+    const placed = [await placeOrder(), await placeOrder(), await placeOrder()];
     const retried = await placeOrder();
-    // The last order's RESERVE failed once and came due again after the others were placed.
+    // The last order's RESERVE failed once; its retry came due before the others.
     await t.sql`
-      update order_sagas set attempts = 1, last_error = 'DeadlineExceeded',
-        next_attempt_at = now() + interval '1 millisecond'
+      update order_sagas set attempts = 2, last_error = 'DeadlineExceeded',
+        next_attempt_at = now() - interval '1 second'
       where order_id = ${retried}`;
-    await new Promise((r) => setTimeout(r, 20));
     const [first] = await store.claimDue(1, LEASE_MS);
-    assert.equal(first?.saga.order_id, retried, "the retry waited behind never-claimed sagas");
+    assert.equal(first?.saga.order_id, retried, "the retry waited behind sagas due after it");
+    assert.equal(first?.saga.attempts, 3, "the claim counts the attempt");
     // The claim brings the order as it is stored: no read of its own per step.
     assert.deepEqual(first?.record, await store.get(retried));
     const rest = await store.claimDue(3, LEASE_MS);
     assert.deepEqual(
-      rest.map((c) => c.saga.order_id).sort(),
-      [...fresh].sort(),
-      "then the new ones, all of them",
+      rest.map((c) => c.saga.order_id),
+      placed,
+      "then the others, in the order they came due",
     );
+    assert.deepEqual(await store.claimDue(3, LEASE_MS), [], "a claimed saga is not due");
   });
 });
 
@@ -246,6 +249,7 @@ describe("reading an order", () => {
       },
       cardLast4: "4242",
       cardSealed: Buffer.from("sealed"),
+      leaseMs: LEASE_MS,
     });
     const [a, b] = await Promise.all([store.create(order(id)), store.create(order(randomUUID()))]);
     const kinds = [a.kind, b.kind].sort();

@@ -228,6 +228,9 @@ describe("order saga", () => {
       carol.options,
     );
     assert.ok(order);
+    // PlaceOrder runs the reservation itself: its answer already says so.
+    assert.equal(order.status, OrderStatus.CANCELLED, "PlaceOrder answered before the refusal");
+    assert.equal(order.cancelCode, CancelCode.OUT_OF_STOCK);
     const done = await waitForTerminal(orders.client, order.id, carol.options);
     assert.equal(done.status, OrderStatus.CANCELLED);
     assert.equal(done.cancelCode, CancelCode.OUT_OF_STOCK);
