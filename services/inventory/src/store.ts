@@ -375,27 +375,47 @@ export function createInventoryStore(sql: Sql, names: EventNames): InventoryStor
         quantity: i.quantity,
       }));
       const sorted = [...items].sort((a, b) => compare(a.product_id, b.product_id));
-      // A refusal is answered from one plain read when the order has no reservation yet:
-      // in a flash sale most callers want a sold-out product, and none of them should wait
-      // for (or take) the stock row's lock, queued behind the orders that can succeed, to
-      // learn that. The read is a committed snapshot, so the refusal is as true as one made
-      // under the lock a moment earlier; a caller that sent the same order twice at once
-      // may get a refusal and a reservation, and releasing after a refusal (as the order
-      // saga does) clears either.
-      const [seen] = await sql<{ reservation: string | null; stock: Record<string, string> }[]>`
-        select
-          (select status from reservations where order_id = ${orderId}) as reservation,
-          coalesce(
-            (select json_object_agg(product_id, (on_hand - reserved)::text) from stock_levels
-             where product_id in ${sql(sorted.map((i) => i.product_id))}),
-            '{}'::json) as stock`;
+      // A refusal is answered from one statement when the order has no reservation yet: a
+      // plain read of the stock that, when an item falls short, also records the order as
+      // released (settleRefusal's tombstone). In a flash sale most callers want a sold-out
+      // product, and none of them should wait for (or take) the stock row's lock, queued
+      // behind the orders that can succeed, to learn that. The read is a committed
+      // snapshot, so the refusal is as true as one made under the lock a moment earlier.
+      const [seen] = await sql<
+        { reservation: string | null; stock: Record<string, string>; tombstoned: boolean }[]
+      >`
+        with wanted as (
+          select * from unnest(${sql.array(sorted.map((i) => i.product_id))}::uuid[],
+                               ${sql.array(sorted.map((i) => i.quantity))}::int[])
+            as w(product_id, quantity)
+        ),
+        seen as (
+          select
+            (select status from reservations where order_id = ${orderId}) as reservation,
+            coalesce(
+              (select json_object_agg(product_id, (on_hand - reserved)::text) from stock_levels
+               where product_id in (select product_id from wanted)),
+              '{}'::json) as stock,
+            exists (
+              select 1 from wanted w left join stock_levels s on s.product_id = w.product_id
+              where s.product_id is null or s.on_hand - s.reserved < w.quantity) as short
+        ),
+        tombstone as (
+          insert into reservations (order_id, status)
+          select ${orderId}::uuid, 'released' from seen where reservation is null and short
+          on conflict (order_id) do nothing
+          returning order_id
+        )
+        select reservation, stock, exists (select 1 from tombstone) as tombstoned from seen`;
       const fresh = seen !== undefined && seen.reservation === null;
       if (fresh) {
         const available = new Map(
           Object.entries(seen.stock).map(([id, units]) => [id, BigInt(units)]),
         );
         const refusal = shortageIn(items, available);
-        if (refusal !== undefined) return settleRefusal(orderId, sorted, refusal);
+        if (refusal !== undefined) {
+          return seen.tombstoned ? refusal : settleRefusal(orderId, sorted, refusal);
+        }
       }
       const deltas = sorted.map((i) => ({
         productId: i.product_id,

@@ -43,9 +43,6 @@ export interface SagaWorkerOptions {
   leaseMs: number;
 }
 
-/** New orders' first steps at once, per saga slot (see adopt). */
-const FIRST_STEPS_PER_SLOT = 4;
-
 /** Whether a driven saga holds one of the worker's slots. */
 interface Slot {
   held: boolean;
@@ -84,13 +81,6 @@ export function createSagaWorker(options: SagaWorkerOptions): SagaWorker {
   let inFlight = 0;
   /** Sagas being driven, adopted ones included. */
   let active = 0;
-  // New orders' first steps run at most FIRST_STEPS_PER_SLOT × `concurrency` at once, the
-  // others wait their turn in order (their claims are PlaceOrder's, so no one else runs
-  // them meanwhile): a bound on what a burst can pile onto the pools here and in inventory.
-  // It is wider than the slots because a first step is short (one call, one write), and it
-  // is where an order that cannot get stock learns so.
-  let firstSteps = 0;
-  const waitingFirst: (() => void)[] = [];
   let pumping: Promise<void> | undefined;
   let pumpAgain = false;
   // The last claim filled every free slot: more may be due, so a freed slot claims again.
@@ -277,21 +267,10 @@ export function createSagaWorker(options: SagaWorkerOptions): SagaWorker {
       pump();
     },
     adopt(claimed) {
-      return new Promise((resolve) => {
-        const start = () => {
-          firstSteps++;
-          // Detached from the caller's request: the steps are the order's work, not the call's.
-          untraced(() =>
-            launch(claimed, { held: false }, (terminal) => {
-              firstSteps--;
-              waitingFirst.shift()?.();
-              resolve(terminal);
-            }),
-          );
-        };
-        if (firstSteps < FIRST_STEPS_PER_SLOT * concurrency) start();
-        else waitingFirst.push(start);
-      });
+      // As many at once as PlaceOrder calls are in flight (each waits for its own), which
+      // the server and the mesh already bound; detached from the call's context: the steps
+      // are the order's work, not the call's.
+      return new Promise((resolve) => untraced(() => launch(claimed, { held: false }, resolve)));
     },
     async stop() {
       stopped = true;
