@@ -52,6 +52,26 @@ export interface OrdersDeps {
 }
 
 const DEFAULT_PAGE_SIZE = 20;
+/** How long before the caller's deadline PlaceOrder stops waiting for the first step. */
+const ANSWER_MARGIN_MS = 100;
+
+/**
+ * The first step's outcome, or undefined (the order as created, PENDING) once the caller's
+ * deadline is ANSWER_MARGIN_MS away: with inventory slow, a PENDING order in time is worth
+ * more to the caller than DEADLINE_EXCEEDED for an order that exists. The step goes on.
+ */
+async function beforeDeadline<T>(step: Promise<T>, leftMs: number): Promise<T | undefined> {
+  if (!Number.isFinite(leftMs)) return step;
+  let timer: NodeJS.Timeout | undefined;
+  const late = new Promise<undefined>((resolve) => {
+    timer = setTimeout(() => resolve(undefined), Math.max(0, leftMs - ANSWER_MARGIN_MS));
+  });
+  try {
+    return await Promise.race([step, late]);
+  } finally {
+    clearTimeout(timer);
+  }
+}
 /** A shared GetProduct's own deadline: the route's timeout (deploy/callgraph.yaml). */
 const PRODUCT_LOOKUP_TIMEOUT_MS = 5_000;
 const ADMIN = "admin";
@@ -166,7 +186,7 @@ export function createOrdersHandlers(deps: OrdersDeps): ServiceImpl<typeof Order
           // ends): an order that cannot get its stock is answered CANCELLED
           // (OUT_OF_STOCK) by this call, and in a flash sale the orders that will not get
           // any do not wait in the worker's queue behind those that will.
-          const terminal = await saga.adopt(outcome.claim);
+          const terminal = await beforeDeadline(saga.adopt(outcome.claim), remainingMs(ctx));
           return { order: toOrder(terminal ?? outcome.record) };
         }
       }

@@ -2,6 +2,7 @@ import assert from "node:assert/strict";
 import { type ChildProcess, spawn } from "node:child_process";
 import { randomUUID } from "node:crypto";
 import { once } from "node:events";
+import { type AddressInfo, createServer } from "node:net";
 import { dirname, join } from "node:path";
 import { after, before, describe, test } from "node:test";
 import { fileURLToPath } from "node:url";
@@ -20,6 +21,7 @@ import {
   newCustomer,
   ordersEnv,
   ordersSql,
+  STEP_TIMEOUT_MS,
   startMesh,
   startTestOrders,
   waitForTerminal,
@@ -143,6 +145,37 @@ describe("saga crash recovery", () => {
       );
     } finally {
       await second.close();
+    }
+  });
+
+  test("inventory that never answers: PlaceOrder answers PENDING before the caller's deadline", async () => {
+    const lamp = await mesh.product({ units: 12n, stock: 3n });
+    const customer = await newCustomer(mesh);
+    // Accepts connections and never answers: the reservation waits for its step timeout
+    // (STEP_TIMEOUT_MS), longer than the caller is prepared to wait for PlaceOrder.
+    const silent = createServer(() => {});
+    await new Promise<void>((resolve) => silent.listen(0, "127.0.0.1", resolve));
+    const { port } = silent.address() as AddressInfo;
+    const orders = await startTestOrders(mesh, db.url, cardKey, {
+      INVENTORY_URL: `http://127.0.0.1:${port}`,
+    });
+    try {
+      const started = performance.now();
+      const { order } = await orders.client.placeOrder(
+        {
+          requestId: randomUUID(),
+          items: [{ productId: lamp.id, quantity: 1 }],
+          payment: { card: card() },
+        },
+        { ...customer.options, timeoutMs: STEP_TIMEOUT_MS / 2 },
+      );
+      const ms = performance.now() - started;
+      assert.equal(order?.status, OrderStatus.PENDING);
+      assert.ok(ms < STEP_TIMEOUT_MS / 2, `answered after ${ms.toFixed(0)} ms`);
+      assert.equal((await sagaOf(order.id))?.step, "RESERVE", "the reservation goes on");
+    } finally {
+      await orders.close();
+      silent.close();
     }
   });
 

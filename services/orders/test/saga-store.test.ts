@@ -340,6 +340,82 @@ describe("the saga worker", () => {
   });
 });
 
+describe("a new order's first step (adopt)", () => {
+  test("runs at once; a step that goes on takes a free slot, else is left due", async () => {
+    const record = { order: { id: "o", status: "PENDING" }, items: [] } as unknown as OrderRecord;
+    const kept: [string, boolean][] = [];
+    let releaseFirst = () => {};
+    const firstHeld = new Promise<void>((resolve) => {
+      releaseFirst = resolve;
+    });
+    const scripted = {
+      claimDue: async () => [],
+      record: async (
+        orderId: string,
+        _token: string,
+        _decide: unknown,
+        o: { keepClaim: boolean },
+      ) => {
+        kept.push([orderId, o.keepClaim]);
+        // The first saga is still in its slot while the second records its step.
+        if (orderId === "a") await firstHeld;
+        return { kind: "parked", transition: "next" } satisfies RecordOutcome;
+      },
+    } as unknown as OrdersStore;
+    const worker = createSagaWorker({
+      store: scripted,
+      runStep: async () => () => ({ kind: "next", step: "AUTHORIZE" }),
+      onChange: () => {},
+      logger: t.logger,
+      registry: new Registry(),
+      concurrency: 1,
+      pollMs: 60_000,
+      leaseMs: LEASE_MS,
+    });
+    const a = worker.adopt({ saga: sagaRow({ order_id: "a" }), record });
+    await new Promise((r) => setImmediate(r));
+    const b = await worker.adopt({ saga: sagaRow({ order_id: "b" }), record });
+    releaseFirst();
+    assert.equal(await a, undefined, "not terminal");
+    assert.equal(b, undefined);
+    assert.deepEqual(kept, [
+      ["a", true],
+      ["b", false],
+    ]);
+    await worker.stop();
+  });
+
+  test("resolves with the order as committed when the first step ends it", async () => {
+    const pending = { order: { id: "c", status: "PENDING" }, items: [] } as unknown as OrderRecord;
+    const cancelled = {
+      order: { id: "c", status: "CANCELLED", cancel_code: "OUT_OF_STOCK" },
+      items: [],
+    } as unknown as OrderRecord;
+    const scripted = {
+      claimDue: async () => [],
+      record: async () =>
+        ({ kind: "finished", transition: "cancel", record: cancelled }) satisfies RecordOutcome,
+    } as unknown as OrdersStore;
+    const woken: string[] = [];
+    const worker = createSagaWorker({
+      store: scripted,
+      runStep: async () => () => ({ kind: "cancel" }),
+      onChange: (id) => woken.push(id),
+      logger: t.logger,
+      registry: new Registry(),
+      concurrency: 1,
+      pollMs: 60_000,
+      leaseMs: LEASE_MS,
+    });
+    assert.equal(
+      await worker.adopt({ saga: sagaRow({ order_id: "c" }), record: pending }),
+      cancelled,
+    );
+    assert.deepEqual(woken, ["c"], "watchers are told too");
+    await worker.stop();
+  });
+});
+
 describe("the compensation", () => {
   const releasing = (over: Partial<SagaRow> = {}): SagaRow =>
     sagaRow({
