@@ -2,7 +2,7 @@ import assert from "node:assert/strict";
 import { type ChildProcess, spawn } from "node:child_process";
 import { randomUUID } from "node:crypto";
 import { once } from "node:events";
-import { type AddressInfo, createServer } from "node:net";
+import { type AddressInfo, createServer, type Socket } from "node:net";
 import { dirname, join } from "node:path";
 import { after, before, describe, test } from "node:test";
 import { fileURLToPath } from "node:url";
@@ -153,7 +153,8 @@ describe("saga crash recovery", () => {
     const customer = await newCustomer(mesh);
     // Accepts connections and never answers: the reservation waits for its step timeout
     // (STEP_TIMEOUT_MS), longer than the caller is prepared to wait for PlaceOrder.
-    const silent = createServer(() => {});
+    const connections = new Set<Socket>();
+    const silent = createServer((socket) => connections.add(socket));
     await new Promise<void>((resolve) => silent.listen(0, "127.0.0.1", resolve));
     const { port } = silent.address() as AddressInfo;
     const orders = await startTestOrders(mesh, db.url, cardKey, {
@@ -175,6 +176,7 @@ describe("saga crash recovery", () => {
       assert.equal((await sagaOf(order.id))?.step, "RESERVE", "the reservation goes on");
     } finally {
       await orders.close();
+      for (const socket of connections) socket.destroy();
       silent.close();
     }
   });
