@@ -53,6 +53,13 @@ export const ordersConfigSchema = kitConfigSchema
      * CANCEL_CODE_INTERNAL_ERROR. Later steps and the compensation retry until they succeed.
      */
     SAGA_MAX_ATTEMPTS: count(100_000).default(30),
+    /**
+     * How long a replica remembers that inventory refused an order for lack of a product
+     * (and how many units it had): within it, a new order wanting more is cancelled out of
+     * stock without asking inventory (units that came back meanwhile wait for the next
+     * order after it); a reservation that succeeds clears it. 0 turns it off.
+     */
+    SOLD_OUT_HINT_MS: z.coerce.number().int().min(0).max(60_000).default(250),
     /** How long CancelOrder waits for the compensation to finish before telling the caller to retry. */
     CANCEL_WAIT_MS: configFields.positiveMs.default(10_000),
     /**

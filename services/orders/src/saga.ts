@@ -38,8 +38,8 @@ import {
 } from "@meshmart/kit/gen/meshmart/payments/v1/payments_pb.js";
 import type { PaymentService } from "@meshmart/kit/gen/meshmart/payments/v1/payments_service_pb.js";
 import type { CardVault } from "./card-vault.js";
-
 import { type Amount, isZero } from "./pricing.js";
+import type { SoldOutHints } from "./sold-out-hints.js";
 import type {
   CancelCodeText,
   CancelPlan,
@@ -63,6 +63,8 @@ export interface SagaDeps {
   retryMaxMs: number;
   /** Attempts of RESERVE / AUTHORIZE before giving up (CANCEL_CODE_INTERNAL_ERROR). */
   maxAttempts: number;
+  /** Inventory's recent refusals, which spare RESERVE the call for a sold-out product. */
+  soldOut: SoldOutHints;
 }
 
 /** Turns a step's result into a transition, against the saga as it is when recorded. */
@@ -277,6 +279,12 @@ function total(record: OrderRecord): Amount {
   return { units: record.order.total_units, nanos: record.order.total_nanos };
 }
 
+/** A unit count from ErrorInfo metadata; undefined when it is not one. */
+function unitsOf(text: string | undefined): bigint | undefined {
+  if (text === undefined || !/^\d+$/.test(text)) return undefined;
+  return BigInt(text);
+}
+
 function skuOf(record: OrderRecord, productId: string | undefined): string {
   return record.items.find((i) => i.product_id === productId)?.sku ?? productId ?? "an item";
 }
@@ -342,15 +350,28 @@ export async function runStep(saga: SagaRow, record: OrderRecord, deps: SagaDeps
 
   try {
     switch (saga.step) {
-      case "RESERVE":
+      case "RESERVE": {
+        // Only a first attempt may go without the call: after a lost answer an earlier
+        // call may still be in inventory, and only inventory's own (final) refusal makes
+        // sure it holds nothing.
+        const short = saga.attempts === 1 ? deps.soldOut.shortage(reservationItems) : undefined;
+        if (short !== undefined) {
+          return refused(record, "OUT_OF_STOCK", `out of stock: ${skuOf(record, short.productId)}`);
+        }
         try {
           await inventory.reserveStock({ orderId, items: reservationItems }, call);
+          deps.soldOut.reserved(reservationItems.map((i) => i.productId));
           return forward("AUTHORIZE", { stock_state: "RESERVED" });
         } catch (reason) {
           const err = ConnectError.from(reason);
           if (isTransient(err)) return retry(deps, err, "reserving stock");
           const [info] = errorInfosOf(err);
           if (info?.reason === "INSUFFICIENT_STOCK") {
+            const productId = info.metadata.product_id;
+            const available = unitsOf(info.metadata.available);
+            if (productId !== undefined && available !== undefined) {
+              deps.soldOut.refused(productId, available);
+            }
             return refused(
               record,
               "OUT_OF_STOCK",
@@ -364,9 +385,16 @@ export async function runStep(saga: SagaRow, record: OrderRecord, deps: SagaDeps
               `product unavailable: ${skuOf(record, info?.metadata.product_id)}`,
             );
           }
+          if (info?.reason === "RESERVATION_RELEASED") {
+            // An earlier attempt's answer was lost (its claim lapsed under load) and
+            // inventory had refused it, which is final: nothing is held. (It could also be
+            // a reservation made then and expired since; given back all the same.)
+            return refused(record, "OUT_OF_STOCK", "out of stock");
+          }
           deps.logger.error({ orderId, error: describe(err) }, "ReserveStock refused the order");
           return fail("INTERNAL_ERROR", "the stock could not be reserved");
         }
+      }
 
       case "AUTHORIZE": {
         // An order of free products has nothing to charge.

@@ -21,6 +21,7 @@ import { createOrderEventTap } from "./order-event-tap.js";
 import { createOrdersRoutes } from "./routes.js";
 import { runStep, type SagaDeps } from "./saga.js";
 import { createSagaWorker } from "./saga-worker.js";
+import { createSoldOutHints } from "./sold-out-hints.js";
 import { createOrdersStore } from "./store.js";
 
 export { type OrdersConfig, ordersConfigSchema } from "./config.js";
@@ -68,6 +69,7 @@ function buildOrders(
     retryBaseMs: config.SAGA_RETRY_BASE_MS,
     retryMaxMs: config.SAGA_RETRY_MAX_MS,
     maxAttempts: config.SAGA_MAX_ATTEMPTS,
+    soldOut: createSoldOutHints(config.SOLD_OUT_HINT_MS),
   };
   const changes = createOrderChanges();
   const worker = createSagaWorker({

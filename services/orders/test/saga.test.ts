@@ -4,6 +4,7 @@ import { after, before, describe, test } from "node:test";
 import { fromBinary } from "@bufbuild/protobuf";
 import { Code } from "@connectrpc/connect";
 import type { Sql } from "@meshmart/kit";
+import { ReservationStatus } from "@meshmart/kit/gen/meshmart/inventory/v1/inventory_pb.js";
 import {
   OrderCancelledSchema,
   OrderConfirmedSchema,
@@ -240,6 +241,52 @@ describe("order saga", () => {
     assert.equal((await paymentsOf(order.id)).length, 0);
   });
 
+  test("a product inventory just refused: an order wanting more is cancelled without asking again", async () => {
+    const scarce = await mesh.product({ units: 3n, stock: 1n });
+    const dave = await newCustomer(mesh);
+    // A replica that remembers refusals for a minute, so the test does not race the window.
+    const hinted = await startTestOrders(mesh, db.url, orders.cardKey, {
+      SOLD_OUT_HINT_MS: "60000",
+    });
+    const place = async (quantity: number) => {
+      const { order } = await hinted.client.placeOrder(
+        {
+          requestId: randomUUID(),
+          items: [{ productId: scarce.id, quantity }],
+          payment: { card: card() },
+        },
+        dave.options,
+      );
+      assert.ok(order);
+      return order;
+    };
+    try {
+      const first = await place(2);
+      assert.equal(first.cancelCode, CancelCode.OUT_OF_STOCK, "inventory has 1");
+      const second = await place(2);
+      assert.equal(second.status, OrderStatus.CANCELLED);
+      assert.equal(second.cancelCode, CancelCode.OUT_OF_STOCK);
+      assert.equal(second.cancelReason, `out of stock: ${scarce.sku}`);
+      // Inventory was asked for the first order only.
+      const { reservation } = await mesh.inventory.getReservation(
+        { orderId: first.id },
+        mesh.admin,
+      );
+      assert.equal(reservation?.status, ReservationStatus.RELEASED);
+      const unasked = await rejection(
+        mesh.inventory.getReservation({ orderId: second.id }, mesh.admin),
+      );
+      assert.equal(unasked.code, Code.NotFound, "the second order was never sent to inventory");
+      // An order for no more than what inventory said it had still asks, and gets it.
+      const third = await place(1);
+      assert.equal(third.status, OrderStatus.PENDING);
+      const done = await waitForTerminal(hinted.client, third.id, dave.options);
+      assert.equal(done.status, OrderStatus.CONFIRMED);
+    } finally {
+      await hinted.close();
+    }
+  });
+
   test("PlaceOrder is idempotent on (caller, request_id)", async () => {
     const lamp = await mesh.product({ units: 20n, stock: 10n });
     const dave = await newCustomer(mesh);
@@ -342,7 +389,13 @@ describe("order saga", () => {
       const cancelled = outcomes.filter((o) => o.status === OrderStatus.CANCELLED);
       assert.equal(confirmed.length, 50);
       assert.equal(cancelled.length, 150);
-      assert.ok(cancelled.every((o) => o.cancelCode === CancelCode.OUT_OF_STOCK));
+      const codes = [
+        ...new Set(cancelled.map((o) => `${CancelCode[o.cancelCode]}: ${o.cancelReason}`)),
+      ];
+      assert.ok(
+        cancelled.every((o) => o.cancelCode === CancelCode.OUT_OF_STOCK),
+        codes.join("; "),
+      );
       // Each watcher learned the end from the change itself, not from WatchOrder's fallback
       // re-read WATCH_FALLBACK_MS (10 s) later.
       const late = settled
