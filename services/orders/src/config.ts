@@ -54,10 +54,10 @@ export const ordersConfigSchema = kitConfigSchema
      */
     SAGA_MAX_ATTEMPTS: count(100_000).default(30),
     /**
-     * How long a replica remembers that inventory refused an order for lack of a product
-     * (and how many units it had): within it, a new order wanting more is cancelled out of
-     * stock without asking inventory (units that came back meanwhile wait for the next
-     * order after it); a reservation that succeeds clears it. 0 turns it off.
+     * After inventory refuses an order for lack of a product, a replica cancels the new
+     * orders wanting more than it had without asking, and lets one order ask again every
+     * this often (sold-out-hints.ts): units that come back are offered once that order
+     * finds them. A reservation that succeeds ends it. 0 turns it off.
      */
     SOLD_OUT_HINT_MS: z.coerce.number().int().min(0).max(60_000).default(250),
     /** How long CancelOrder waits for the compensation to finish before telling the caller to retry. */

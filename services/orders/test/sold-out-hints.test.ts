@@ -21,16 +21,22 @@ test("a refusal says short only for more than the units inventory had", () => {
   assert.deepEqual(hints.shortage([...want("q", 1), ...want("p", 3)])?.productId, "p");
 });
 
-test("a hint lasts the window, and a refusal refreshes it", () => {
+test("after the window one order asks again while the others go by the hint", () => {
   const { clock, hints } = hintsAt();
   hints.refused("p", 0n);
-  clock.now += WINDOW_MS;
-  assert.ok(hints.shortage(want("p", 1)), "still within the window");
-  hints.refused("p", 0n);
-  clock.now += WINDOW_MS;
-  assert.ok(hints.shortage(want("p", 1)), "refreshed");
+  clock.now += WINDOW_MS - 1;
+  assert.ok(hints.shortage(want("p", 1)), "within the window");
   clock.now += 1;
-  assert.equal(hints.shortage(want("p", 1)), undefined, "past the window: ask inventory");
+  assert.equal(hints.shortage(want("p", 1)), undefined, "this one asks inventory");
+  assert.ok(hints.shortage(want("p", 1)), "the others wait for its answer");
+  clock.now += WINDOW_MS;
+  assert.equal(
+    hints.shortage(want("p", 1)),
+    undefined,
+    "an unanswered probe is followed by another",
+  );
+  hints.refused("p", 0n);
+  assert.ok(hints.shortage(want("p", 1)), "a refusal renews the hint");
 });
 
 test("a reservation that succeeds clears the product's hint", () => {
