@@ -1,5 +1,7 @@
-import { readFileSync } from "node:fs";
+import { mkdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { createServer, Socket } from "node:net";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
 
 /**
  * Where {@link freePort} looks: below the kernel's ephemeral range. A port from bind(0)
@@ -26,8 +28,64 @@ const range = portRange();
 const handedOut = new Set<number>();
 
 /**
- * A TCP port that was free on 127.0.0.1 a moment ago, outside the ephemeral range and
- * never returned twice by this process. Another process can still take it before the
+ * Ports handed out by any process on this machine, one file each, named by the port and
+ * holding the pid: the test runner runs files in parallel, and a port a mesh chose stays
+ * its own while the mesh lives, also while a service is down (the chaos tests kill and
+ * restart them on the same ports), when a bind test alone would find it free. A file
+ * whose process is gone is stale and taken over.
+ */
+const claimsDir = join(tmpdir(), "meshmart-test-ports");
+
+function claim(port: number): boolean {
+  const file = join(claimsDir, String(port));
+  for (let attempt = 0; attempt < 2; attempt++) {
+    try {
+      writeFileSync(file, String(process.pid), { flag: "wx" });
+      claimed.push(file);
+      return true;
+    } catch (reason) {
+      if ((reason as NodeJS.ErrnoException).code !== "EEXIST") return true;
+      const owner = Number.parseInt(readFileSyncOrEmpty(file), 10);
+      if (Number.isInteger(owner) && owner !== process.pid && isAlive(owner)) return false;
+      rmSync(file, { force: true });
+    }
+  }
+  return false;
+}
+
+const claimed: string[] = [];
+let claimsReady = false;
+
+function prepareClaims(): void {
+  if (claimsReady) return;
+  claimsReady = true;
+  mkdirSync(claimsDir, { recursive: true });
+  process.once("exit", () => {
+    for (const file of claimed) rmSync(file, { force: true });
+  });
+}
+
+function readFileSyncOrEmpty(file: string): string {
+  try {
+    return readFileSync(file, "utf8");
+  } catch {
+    return "";
+  }
+}
+
+function isAlive(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch (reason) {
+    return (reason as NodeJS.ErrnoException).code === "EPERM";
+  }
+}
+
+/**
+ * A TCP port that was free on 127.0.0.1 a moment ago, outside the ephemeral range, never
+ * returned twice by this process nor by another one on this machine while that one lives
+ * (see claimsDir). A process that does not use freePort can still take it before the
  * caller binds, so callers that start a server on it should retry with a new port when
  * the bind fails.
  */
@@ -35,10 +93,10 @@ export async function freePort(): Promise<number> {
   for (let attempt = 0; attempt < 200; attempt++) {
     const port = range.low + Math.floor(Math.random() * (range.high - range.low + 1));
     if (handedOut.has(port)) continue;
-    if (await canListen(port)) {
-      handedOut.add(port);
-      return port;
-    }
+    prepareClaims();
+    if (!claim(port)) continue;
+    handedOut.add(port);
+    if (await canListen(port)) return port;
   }
   throw new Error(`no free port in ${range.low}-${range.high} after 200 tries`);
 }
