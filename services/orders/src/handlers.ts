@@ -52,6 +52,10 @@ export interface OrdersDeps {
 }
 
 const DEFAULT_PAGE_SIZE = 20;
+/** A shared GetProduct's own deadline: the route's timeout (deploy/callgraph.yaml). */
+const PRODUCT_LOOKUP_TIMEOUT_MS = 5_000;
+const ADMIN = "admin";
+
 /** How long before the caller's deadline PlaceOrder stops waiting for the first step. */
 const ANSWER_MARGIN_MS = 100;
 
@@ -72,9 +76,6 @@ async function beforeDeadline<T>(step: Promise<T>, leftMs: number): Promise<T | 
     clearTimeout(timer);
   }
 }
-/** A shared GetProduct's own deadline: the route's timeout (deploy/callgraph.yaml). */
-const PRODUCT_LOOKUP_TIMEOUT_MS = 5_000;
-const ADMIN = "admin";
 
 /**
  * The OrderService. Every RPC needs a caller; customers see only their own orders (someone

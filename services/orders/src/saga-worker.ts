@@ -88,16 +88,20 @@ export function createSagaWorker(options: SagaWorkerOptions): SagaWorker {
   let pollFailing = false;
   let drained: (() => void) | undefined;
 
-  /** Takes a free slot for a saga driven outside the slots (adopted) whose step goes on. */
+  function hold(slot: Slot): void {
+    inFlight++;
+    inFlightGauge.inc();
+    slot.held = true;
+  }
+
+  /** A slot for a saga driven outside the slots (adopted), if one is free. */
   function takeSlot(slot: Slot): boolean {
     if (slot.held) return true;
     if (inFlight >= concurrency) {
       backlog = true;
       return false;
     }
-    inFlight++;
-    inFlightGauge.inc();
-    slot.held = true;
+    hold(slot);
     return true;
   }
 
@@ -139,9 +143,9 @@ export function createSagaWorker(options: SagaWorkerOptions): SagaWorker {
             const decide = await options.runStep(current, order);
             const recorded = await store.record(current.order_id, token, decide, {
               leaseMs,
-              // An adopted saga needs a slot only for a step that goes on (judged on the
-              // saga as claimed; the store decides again on the row).
-              keepClaim: !stopped && (decide(current).kind !== "next" || takeSlot(slot)),
+              // An adopted saga keeps its claim only in a free slot; a step that ends the
+              // saga or waits for a retry gives the slot back at once (launch).
+              keepClaim: !stopped && takeSlot(slot),
               known: current,
               order,
             });
@@ -201,7 +205,11 @@ export function createSagaWorker(options: SagaWorkerOptions): SagaWorker {
     }
   }
 
-  function launch(claimed: ClaimedSaga, slot: Slot, onFirstStep?: (t?: OrderRecord) => void) {
+  function launch(
+    claimed: ClaimedSaga,
+    slot: Slot,
+    onFirstStep?: (terminal: OrderRecord | undefined) => void,
+  ): void {
     active++;
     void drive(claimed, slot, onFirstStep).finally(() => {
       active--;
@@ -238,9 +246,9 @@ export function createSagaWorker(options: SagaWorkerOptions): SagaWorker {
       }
       backlog = claimed.length === free;
       for (const saga of claimed) {
-        inFlight++;
-        inFlightGauge.inc();
-        launch(saga, { held: true });
+        const slot: Slot = { held: false };
+        hold(slot);
+        launch(saga, slot);
       }
     } while ((pumpAgain || backlog) && !stopped && inFlight < concurrency);
   }

@@ -372,11 +372,7 @@ export async function runStep(saga: SagaRow, record: OrderRecord, deps: SagaDeps
             if (productId !== undefined && available !== undefined) {
               deps.soldOut.refused(productId, available);
             }
-            return refused(
-              record,
-              "OUT_OF_STOCK",
-              `out of stock: ${skuOf(record, info.metadata.product_id)}`,
-            );
+            return refused(record, "OUT_OF_STOCK", `out of stock: ${skuOf(record, productId)}`);
           }
           if (err.code === Code.NotFound) {
             return refused(
