@@ -116,15 +116,18 @@ test("Envoy is the edge: it serves the catalog over REST and logs the request", 
   const body = (await res.json()) as { products: unknown[]; nextPageToken: string };
   assert.equal(body.products.length, 2);
   assert.ok(body.nextPageToken.length > 0);
-  // Envoy's access log is part of make up's output, like every service's log.
+  // Envoy's access log is part of make up's output, like every service's log. Waited for
+  // by its own line: catalog's log of the same call ("request_id=…") comes first and would
+  // also contain "id=<request id>".
+  const accessLine = new RegExp(
+    `^\\[edge\\] GET /v1/products\\?page_size=2 .*200 .*id=${requestId}`,
+    "m",
+  );
   const deadline = Date.now() + 5_000;
-  while (!output().includes(`id=${requestId}`) && Date.now() < deadline) {
+  while (!accessLine.test(output()) && Date.now() < deadline) {
     await new Promise((r) => setTimeout(r, 50));
   }
-  assert.match(
-    output(),
-    new RegExp(`^\\[edge\\] GET /v1/products\\?page_size=2 .*200 .*id=${requestId}`, "m"),
-  );
+  assert.match(output(), accessLine);
   const ready = await fetch(`http://127.0.0.1:${ports.envoyAdmin}/ready`);
   assert.equal(await ready.text(), "LIVE\n");
 });
