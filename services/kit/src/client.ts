@@ -33,7 +33,8 @@ export interface ServiceClientOptions {
  * A typed client for another service's gRPC port (`http://host:port`), over one
  * @grpc/grpc-js HTTP/2 channel ({@link createGrpcJsTransport}: PING every 30 s while calls
  * are open, connection dropped after 5 idle minutes, no client-side retries since the
- * mesh's sidecars retry). Each call gets a CLIENT span whose context travels in
+ * mesh's sidecars retry, save one for a side-effect-free call whose response was cut
+ * after it began). Each call gets a CLIENT span whose context travels in
  * `traceparent`, and client-side RED metrics. Pass {@link outgoing}(ctx) as call options inside a handler so the
  * deadline, cancellation, caller token and request id follow the call downstream.
  */

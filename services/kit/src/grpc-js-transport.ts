@@ -8,6 +8,7 @@ import {
   type MessageShape,
   toBinary,
 } from "@bufbuild/protobuf";
+import { MethodOptions_IdempotencyLevel } from "@bufbuild/protobuf/wkt";
 import {
   Code,
   ConnectError,
@@ -96,7 +97,10 @@ const DEADLINE_SLACK_MS = 5;
  * ConnectError; a failed call's ConnectError carries the status code, message, the
  * google.rpc.Status details of `grpc-status-details-bin` and the trailers (then the
  * headers) as metadata. Streaming methods go to a connect-node gRPC transport created
- * on first use. No grpc-js retries: the mesh's sidecars retry.
+ * on first use. No grpc-js retries: the mesh's sidecars retry. The one exception is a
+ * response cut after it began (its stream reset or its connection dropped before the
+ * status), which no proxy can retry: a method the proto marks NO_SIDE_EFFECTS or
+ * IDEMPOTENT gets one more attempt, within the same deadline.
  */
 export function createGrpcJsTransport(options: GrpcJsTransportOptions): GrpcJsTransport {
   const url = new URL(options.baseUrl);
@@ -308,47 +312,92 @@ class UnaryCall {
     });
     const callOptions: grpc.CallOptions =
       this.deadlineAt === undefined ? {} : { deadline: this.deadlineAt };
+    const safe = retriesSafely(method);
     return new Promise<UnaryResponse<I, O>>((resolve, reject) => {
-      let header: grpc.Metadata | undefined;
-      let value: unknown;
+      let grpcCall: grpc.ClientUnaryCall;
+      let attempts = 0;
       const onAbort = () => {
         reject(ConnectError.from(getAbortSignalReason(signal as AbortSignal)));
         grpcCall.cancel();
       };
-      const grpcCall = this.client.makeUnaryRequest(
-        this.site.path,
-        this.site.serialize,
-        this.site.deserialize,
-        req.message,
-        metadata,
-        callOptions,
-        (_err, response) => {
-          // The status event follows synchronously, with the trailers; settle there.
-          value = response;
-        },
-      );
-      grpcCall.on("metadata", (m: grpc.Metadata) => {
-        header = m;
-      });
-      grpcCall.on("status", (status: grpc.StatusObject) => {
-        signal?.removeEventListener("abort", onAbort);
-        const headers = header === undefined ? new Headers() : metadataToHeaders(header);
-        if (status.code === grpc.status.OK && value !== undefined) {
-          resolve({
-            stream: false,
-            service: method.parent,
-            method,
-            header: headers,
-            message: value as MessageShape<O>,
-            trailer: metadataToHeaders(status.metadata),
-          });
-          return;
-        }
-        reject(errorFromStatus(status, headers));
-      });
+      const attempt = () => {
+        attempts += 1;
+        let header: grpc.Metadata | undefined;
+        let value: unknown;
+        grpcCall = this.client.makeUnaryRequest(
+          this.site.path,
+          this.site.serialize,
+          this.site.deserialize,
+          req.message,
+          attempts === 1 ? metadata : metadata.clone(),
+          callOptions,
+          (_err, response) => {
+            // The status event follows synchronously, with the trailers; settle there.
+            value = response;
+          },
+        );
+        grpcCall.on("metadata", (m: grpc.Metadata) => {
+          header = m;
+        });
+        grpcCall.on("status", (status: grpc.StatusObject) => {
+          if (
+            safe &&
+            attempts < MAX_ATTEMPTS_AFTER_CUT &&
+            header !== undefined &&
+            cutBeforeStatus(status) &&
+            signal?.aborted !== true &&
+            (this.deadlineAt === undefined || Date.now() < this.deadlineAt)
+          ) {
+            attempt();
+            return;
+          }
+          signal?.removeEventListener("abort", onAbort);
+          const headers = header === undefined ? new Headers() : metadataToHeaders(header);
+          if (status.code === grpc.status.OK && value !== undefined) {
+            resolve({
+              stream: false,
+              service: method.parent,
+              method,
+              header: headers,
+              message: value as MessageShape<O>,
+              trailer: metadataToHeaders(status.metadata),
+            });
+            return;
+          }
+          reject(errorFromStatus(status, headers));
+        });
+      };
+      attempt();
       signal?.addEventListener("abort", onAbort);
     });
   }
+}
+
+// A response that began and then broke off is the one failure no proxy can retry: Envoy
+// retries only until it has forwarded the response's headers, and a replica killed
+// mid-response (kill -9, OOM) leaves its callers exactly that. One more attempt, for
+// methods whose proto says a repeat is harmless.
+const MAX_ATTEMPTS_AFTER_CUT = 2;
+
+function retriesSafely(method: DescMethodUnary): boolean {
+  return (
+    method.idempotency === MethodOptions_IdempotencyLevel.NO_SIDE_EFFECTS ||
+    method.idempotency === MethodOptions_IdempotencyLevel.IDEMPOTENT
+  );
+}
+
+/**
+ * The call ended without a gRPC status from the server: its stream was reset (a proxy
+ * whose upstream died sends RST_STREAM) or its connection dropped. grpc-js reports these
+ * with its own details and no trailers; a server's own INTERNAL or UNAVAILABLE comes with
+ * trailers or with other details.
+ */
+function cutBeforeStatus(status: grpc.StatusObject): boolean {
+  return (
+    (status.code === grpc.status.INTERNAL || status.code === grpc.status.UNAVAILABLE) &&
+    Object.keys(status.metadata.getMap()).length === 0 &&
+    (status.details.startsWith("Received RST_STREAM") || status.details === "Connection dropped")
+  );
 }
 
 /**

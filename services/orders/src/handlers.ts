@@ -10,7 +10,6 @@ import {
   annotateCallSpan,
   type Caller,
   type Logger,
-  outgoing,
   type PageTokens,
   remainingMs,
   requireCaller,
