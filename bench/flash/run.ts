@@ -18,10 +18,9 @@
  * Writes bench/results/flash-<timestamp>.json. See bench/flash/README.md.
  */
 import { randomUUID } from "node:crypto";
-import { mkdir, writeFile } from "node:fs/promises";
 import { availableParallelism, cpus } from "node:os";
 import { dirname, join, relative } from "node:path";
-import { fileURLToPath, pathToFileURL } from "node:url";
+import { fileURLToPath } from "node:url";
 import { type Client, createClient } from "@connectrpc/connect";
 import { createGrpcTransport } from "@connectrpc/connect-node";
 import { createLogger, createPostgres, type Sql } from "@meshmart/kit";
@@ -36,6 +35,7 @@ import {
 import { type Mesh, startMesh } from "../../tests/support/mesh.js";
 import { serverMode } from "../catalog/children.js";
 import { checkMachineQuiet } from "../catalog/proc.js";
+import { cpuProfileEnv } from "../lib/cpu-profiles.js";
 import { intEnv } from "../lib/env.js";
 import { printProblems, printWarnings, runStamp, writeResults } from "../lib/report.js";
 import { runBenchmark } from "../lib/run-benchmark.js";
@@ -74,30 +74,6 @@ const settings = {
   /** Services run under `node --cpu-prof` (comma-separated); figures then are not comparable. */
   cpuProf: (process.env.BENCH_CPU_PROF ?? "").split(",").filter((s) => s !== ""),
 };
-
-/**
- * What BENCH_CPU_PROF preloads into a service: the compiled services run plain node, so
- * this is JavaScript, written next to the profiles. Same-thread inspector sessions answer
- * synchronously, so the profile is taken and written inside 'exit'.
- */
-const PROFILER_PRELOAD = `import { mkdirSync, writeFileSync } from "node:fs";
-import { Session } from "node:inspector";
-import { join } from "node:path";
-const dir = process.env.BENCH_CPU_PROF_DIR;
-if (dir) {
-  const session = new Session();
-  session.connect();
-  session.post("Profiler.enable");
-  session.post("Profiler.start");
-  process.on("exit", () => {
-    session.post("Profiler.stop", (err, result) => {
-      if (err) return;
-      mkdirSync(dir, { recursive: true });
-      writeFileSync(join(dir, "CPU." + process.pid + ".cpuprofile"), JSON.stringify(result.profile));
-    });
-  });
-}
-`;
 
 const say = (line = ""): void => {
   process.stdout.write(`${line}\n`);
@@ -177,18 +153,9 @@ async function main(): Promise<void> {
         : { DATABASE_POOL_MAX: process.env.BENCH_ORDERS_POOL }),
     },
   };
-  if (settings.cpuProf.length > 0) {
-    await mkdir(profiles, { recursive: true });
-    await writeFile(join(profiles, "preload.mjs"), PROFILER_PRELOAD);
-  }
-  for (const name of settings.cpuProf) {
-    // Node refuses --cpu-prof in NODE_OPTIONS; the preload profiles through the inspector
-    // and writes when the service exits (the mesh stops it with SIGTERM at the end).
-    serviceEnv[name] = {
-      ...serviceEnv[name],
-      NODE_OPTIONS: `--import ${pathToFileURL(join(profiles, "preload.mjs")).href}`,
-      BENCH_CPU_PROF_DIR: join(profiles, name),
-    };
+  const profileEnv = await cpuProfileEnv(settings.cpuProf, profiles);
+  for (const [name, env] of Object.entries(profileEnv)) {
+    serviceEnv[name] = { ...serviceEnv[name], ...env };
   }
   if (settings.cpuProf.length > 0) {
     warnings.push(`${settings.cpuProf.join(", ")} ran under --cpu-prof: figures not comparable`);

@@ -3,7 +3,8 @@ import { availableParallelism, cpus } from "node:os";
 import { dirname, join, relative } from "node:path";
 import { fileURLToPath } from "node:url";
 
-const RESULTS = join(dirname(fileURLToPath(import.meta.url)), "..", "results");
+/** Where results and profiles are written (git-ignored). */
+export const RESULTS = join(dirname(fileURLToPath(import.meta.url)), "..", "results");
 
 /** `started` as it appears in result and profile file names. */
 export function runStamp(started: Date): string {

@@ -14,6 +14,7 @@
  */
 import { randomUUID } from "node:crypto";
 import { availableParallelism, cpus } from "node:os";
+import { join, relative } from "node:path";
 import { fromBinary } from "@bufbuild/protobuf";
 import { type Client, ConnectError, createClient } from "@connectrpc/connect";
 import { createGrpcTransport } from "@connectrpc/connect-node";
@@ -31,8 +32,9 @@ import { connect, type NatsConnection } from "@nats-io/transport-node";
 import { type Mesh, startMesh } from "../../tests/support/mesh.js";
 import { serverMode } from "../catalog/children.js";
 import { checkMachineQuiet } from "../catalog/proc.js";
+import { cpuProfileEnv } from "../lib/cpu-profiles.js";
 import { intEnv } from "../lib/env.js";
-import { printProblems, printWarnings, writeResults } from "../lib/report.js";
+import { printProblems, printWarnings, RESULTS, runStamp, writeResults } from "../lib/report.js";
 import { runBenchmark } from "../lib/run-benchmark.js";
 import { mean, sleep, stats } from "../lib/stats.js";
 import { servicePids, startMeshCpu } from "./cpu.js";
@@ -63,6 +65,8 @@ const settings = {
    * order's time goes, from the services' own histograms.
    */
   mode: modeEnv(),
+  /** Services run under the CPU profiler (comma-separated); figures then are not comparable. */
+  cpuProf: (process.env.BENCH_CPU_PROF ?? "").split(",").filter((s) => s !== ""),
 };
 if (settings.mode === "idle") settings.concurrency = 1;
 /** Whether workers wait for their order's terminal event (a steady state, CPU per order). */
@@ -118,23 +122,32 @@ async function main(): Promise<void> {
   const keepAlive = setInterval(() => {}, 1_000);
   cleanups.push(async () => clearInterval(keepAlive));
   const t0 = performance.now();
+  const profiles = join(RESULTS, `profiles-orders-${runStamp(started)}`);
+  const profileEnv = await cpuProfileEnv(settings.cpuProf, profiles);
+  if (settings.cpuProf.length > 0) {
+    warnings.push(`${settings.cpuProf.join(", ")} ran under --cpu-prof: figures not comparable`);
+    say(`profiles (once the mesh stops): ${relative(process.cwd(), profiles)}`);
+  }
+  const serviceEnv: Record<string, Record<string, string>> = {
+    identity: {
+      IDENTITY_BOOTSTRAP_ADMIN_EMAIL: ADMIN.email,
+      IDENTITY_BOOTSTRAP_ADMIN_PASSWORD: ADMIN.password,
+      ACCESS_TOKEN_TTL_S: "3600",
+    },
+    // Stock comes from SetStock below, never from catalog's ProductCreated.
+    inventory: { INITIAL_STOCK_ON_PRODUCT_CREATED: "0" },
+    orders:
+      settings.sagaConcurrency === undefined ? {} : { SAGA_CONCURRENCY: settings.sagaConcurrency },
+  };
+  for (const [name, env] of Object.entries(profileEnv)) {
+    serviceEnv[name] = { ...serviceEnv[name], ...env };
+  }
   const mesh = await startMesh({
     label: "bench_orders",
     services: SERVICES,
     compiled: serverMode() === "compiled",
     env: { SEED_DEMO: "false" },
-    serviceEnv: {
-      identity: {
-        IDENTITY_BOOTSTRAP_ADMIN_EMAIL: ADMIN.email,
-        IDENTITY_BOOTSTRAP_ADMIN_PASSWORD: ADMIN.password,
-        ACCESS_TOKEN_TTL_S: "3600",
-      },
-      // Stock comes from SetStock below, never from catalog's ProductCreated.
-      inventory: { INITIAL_STOCK_ON_PRODUCT_CREATED: "0" },
-      ...(settings.sagaConcurrency === undefined
-        ? {}
-        : { orders: { SAGA_CONCURRENCY: settings.sagaConcurrency } }),
-    },
+    serviceEnv,
   });
   // Drops the databases and the namespace's streams.
   cleanups.push(() => mesh.stop());
