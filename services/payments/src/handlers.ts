@@ -69,21 +69,24 @@ export function createPaymentsHandlers(deps: PaymentsDeps): ServiceImpl<typeof P
   const { store, provider, policy, logger } = deps;
 
   /**
-   * Runs `work` under the idempotency key and answers with its (possibly stored) response.
-   * What the work did is logged once its transaction committed, never for a rolled-back try.
+   * Runs `work` under the idempotency key and answers with its (possibly stored) response;
+   * `read` (locks and reads) goes to the database with the key's claim. What the work did
+   * is logged once its transaction committed, never for a rolled-back try.
    */
-  async function once<S extends DescMessage>(
+  async function once<S extends DescMessage, R>(
     operation: IdempotentOperation,
     key: string,
     requestHash: string,
     schema: S,
+    read: (tx: PaymentsTx) => Promise<R>,
     work: (
       tx: PaymentsTx,
+      read: R,
     ) => Promise<{ response: MessageShape<S>; paymentId: string; log?: LogLine }>,
   ): Promise<MessageShape<S>> {
     let log: LogLine | undefined;
-    const outcome = await store.idempotent({ operation, key, requestHash }, async (tx) => {
-      const done = await work(tx);
+    const outcome = await store.idempotent({ operation, key, requestHash }, read, async (tx, r) => {
+      const done = await work(tx, r);
       log = done.log;
       return { response: toBinary(schema, done.response), paymentId: done.paymentId };
     });
@@ -139,9 +142,14 @@ export function createPaymentsHandlers(deps: PaymentsDeps): ServiceImpl<typeof P
         req.idempotencyKey,
         requestHash,
         AuthorizePaymentResponseSchema,
-        async (tx) => {
-          await tx.lockOrder(req.orderId);
-          const live = await tx.livePaymentOfOrder(req.orderId);
+        // The live payment is read after the lock is granted (a statement of its own, so
+        // its snapshot is taken then): an authorization that committed meanwhile is seen.
+        (tx) => {
+          const locked = tx.lockOrder(req.orderId);
+          const live = tx.livePaymentOfOrder(req.orderId);
+          return locked.then(() => live);
+        },
+        async (tx, live) => {
           if (live !== undefined) {
             throw new ConnectError(
               `order ${req.orderId} already has payment ${live.id} (${live.status}); an order is authorized at most once`,
@@ -164,7 +172,7 @@ export function createPaymentsHandlers(deps: PaymentsDeps): ServiceImpl<typeof P
               signal: ctx.signal,
             }),
           );
-          const row = await tx.insertPayment({
+          const row = tx.insertPayment({
             id: randomUUID(),
             order_id: req.orderId,
             status: outcome.approved ? "authorized" : "failed",
@@ -184,7 +192,7 @@ export function createPaymentsHandlers(deps: PaymentsDeps): ServiceImpl<typeof P
             payment,
           };
           if (outcome.approved) {
-            await tx.post(row.id, authorizePosting(amountMinor, row.currency));
+            tx.post(row.id, authorizePosting(amountMinor, row.currency));
             await tx.publish([newEvent(PaymentAuthorizedSchema, common)]);
           } else {
             await tx.publish([
@@ -213,8 +221,9 @@ export function createPaymentsHandlers(deps: PaymentsDeps): ServiceImpl<typeof P
         req.idempotencyKey,
         requestHash,
         CapturePaymentResponseSchema,
-        async (tx) => {
-          let row = await lockedPayment(tx, req.paymentId);
+        (tx) => tx.lockPayment(req.paymentId),
+        async (tx, locked) => {
+          let row = found(locked, req.paymentId);
           if (row.status === "voided" || row.status === "failed") {
             throw new ConnectError(
               `payment ${row.id} is ${row.status} and cannot be captured`,
@@ -251,14 +260,16 @@ export function createPaymentsHandlers(deps: PaymentsDeps): ServiceImpl<typeof P
                 },
               );
             }
-            row = await tx.updatePayment(row.id, {
+            row = tx.updatePayment(row, {
               status: "captured",
               captured_minor: row.amount_minor,
               refunded_minor: 0n,
             });
-            await tx.post(row.id, capturePosting(row.amount_minor, row.currency));
+            tx.post(row.id, capturePosting(row.amount_minor, row.currency));
           }
-          const payment = toPayment({ payment: row, refunds: await tx.refundsOf(row.id) });
+          // An authorized payment has no refunds yet; one captured before may have some.
+          const refunds = capturing ? [] : await tx.refundsOf(row.id);
+          const payment = toPayment({ payment: row, refunds });
           if (capturing) {
             await tx.publish([
               newEvent(PaymentCapturedSchema, {
@@ -285,8 +296,9 @@ export function createPaymentsHandlers(deps: PaymentsDeps): ServiceImpl<typeof P
         req.idempotencyKey,
         requestHash,
         VoidPaymentResponseSchema,
-        async (tx) => {
-          let row = await lockedPayment(tx, req.paymentId);
+        (tx) => tx.lockPayment(req.paymentId),
+        async (tx, locked) => {
+          let row = found(locked, req.paymentId);
           if (CAPTURED.includes(row.status)) {
             throw new ConnectError(
               `payment ${row.id} was captured; refund it instead of voiding`,
@@ -308,12 +320,12 @@ export function createPaymentsHandlers(deps: PaymentsDeps): ServiceImpl<typeof P
                 signal: ctx.signal,
               }),
             );
-            row = await tx.updatePayment(row.id, {
+            row = tx.updatePayment(row, {
               status: "voided",
               captured_minor: 0n,
               refunded_minor: 0n,
             });
-            await tx.post(row.id, voidPosting(row.amount_minor, row.currency, req.reason));
+            tx.post(row.id, voidPosting(row.amount_minor, row.currency, req.reason));
           }
           const payment = toPayment({ payment: row, refunds: [] });
           if (voiding) {
@@ -346,8 +358,9 @@ export function createPaymentsHandlers(deps: PaymentsDeps): ServiceImpl<typeof P
         req.idempotencyKey,
         requestHash,
         RefundPaymentResponseSchema,
-        async (tx) => {
-          const row = await lockedPayment(tx, req.paymentId);
+        (tx) => tx.lockPayment(req.paymentId),
+        async (tx, locked) => {
+          const row = found(locked, req.paymentId);
           if (req.amount !== undefined && req.amount.currencyCode !== row.currency) {
             throw invalidField(
               [RefundPaymentRequestSchema.field.amount, MoneySchema.field.currencyCode],
@@ -390,12 +403,12 @@ export function createPaymentsHandlers(deps: PaymentsDeps): ServiceImpl<typeof P
             psp_reference: receipt.reference,
           });
           const refunded = row.refunded_minor + amountMinor;
-          const updated = await tx.updatePayment(row.id, {
+          const updated = tx.updatePayment(row, {
             status: refunded === row.captured_minor ? "refunded" : "partially_refunded",
             captured_minor: row.captured_minor,
             refunded_minor: refunded,
           });
-          await tx.post(row.id, refundPosting(amountMinor, row.currency, req.reason, refund.id));
+          tx.post(row.id, refundPosting(amountMinor, row.currency, req.reason, refund.id));
           const payment = toPayment({ payment: updated, refunds: await tx.refundsOf(row.id) });
           const apiRefund = toRefund(refund);
           await tx.publish([
@@ -438,9 +451,8 @@ function transition(row: PaymentRow, msg: string, extra: Record<string, string> 
   };
 }
 
-/** The payment, row-locked for the rest of the transaction; NOT_FOUND when there is none. */
-async function lockedPayment(tx: PaymentsTx, id: string): Promise<PaymentRow> {
-  const row = await tx.lockPayment(id);
+/** The payment `lockPayment` found; NOT_FOUND when there is none. */
+function found(row: PaymentRow | undefined, id: string): PaymentRow {
   if (row === undefined) throw notFound(id);
   return row;
 }

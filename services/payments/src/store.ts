@@ -72,23 +72,31 @@ export type IdempotentOutcome =
   | { kind: "replayed"; response: Uint8Array }
   | { kind: "conflict" };
 
-/** What a unit of work may do inside the transaction holding its idempotency key. */
+/**
+ * What a unit of work may do inside the transaction holding its idempotency key. Reads
+ * are sent when called, in call order (so several go out in one write); the writes that
+ * return nothing new (a payment's insert and update, a ledger posting) are not waited
+ * for at all: they travel with the statement that stores the response, and a failure of
+ * any of them fails the transaction.
+ */
 export interface PaymentsTx {
   /** Serializes authorizations of one order until the transaction ends. */
   lockOrder(orderId: string): Promise<void>;
   /** The order's payment that counts as its successful authorization, if any. */
   livePaymentOfOrder(orderId: string): Promise<PaymentRow | undefined>;
-  insertPayment(payment: NewPayment): Promise<PaymentRow>;
+  /** The payment as it will be stored (its timestamps are this process's clock). */
+  insertPayment(payment: NewPayment): PaymentRow;
   /** Reads and row-locks a payment, so concurrent transitions of it run one at a time. */
   lockPayment(id: string): Promise<PaymentRow | undefined>;
+  /** The locked `row` with `change` applied, as it will be stored. */
   updatePayment(
-    id: string,
+    row: PaymentRow,
     change: Pick<PaymentRow, "status" | "captured_minor" | "refunded_minor">,
-  ): Promise<PaymentRow>;
+  ): PaymentRow;
   insertRefund(refund: Omit<RefundRow, "created_at">): Promise<RefundRow>;
   refundsOf(paymentId: string): Promise<RefundRow[]>;
   /** Writes one balanced ledger transaction for the payment. */
-  post(paymentId: string, posting: Posting): Promise<void>;
+  post(paymentId: string, posting: Posting): void;
   /**
    * Events for the outbox, committed with everything else: written by `idempotent` in the
    * statement that stores the response, so they cost no statement of their own.
@@ -131,10 +139,14 @@ export interface PaymentsStore {
    * A duplicate arriving meanwhile waits for that transaction: when it commits, the
    * duplicate gets the stored response ("replayed", or "conflict" when its request hash
    * differs); when it fails, the claim goes with it and the duplicate does the work.
+   * `read` runs right behind the claim, in the same round trip (locks and reads only: it
+   * also runs for a duplicate, whose transaction then ends without writing); `work` gets
+   * what it read, and runs only for the key's first use.
    */
-  idempotent(
+  idempotent<R>(
     claim: IdempotencyClaim,
-    work: (tx: PaymentsTx) => Promise<{ response: Uint8Array; paymentId: string }>,
+    read: (tx: PaymentsTx) => Promise<R>,
+    work: (tx: PaymentsTx, read: R) => Promise<{ response: Uint8Array; paymentId: string }>,
   ): Promise<IdempotentOutcome>;
   getPayment(id: string): Promise<PaymentRecord | undefined>;
   /**
@@ -164,13 +176,24 @@ const ORDER_LOCK_CLASS = 0x706179;
 /** The store over payments' own database; `names` places its events in the outbox. */
 export function createPaymentsStore(sql: Sql, names: EventNames): PaymentsStore {
   return {
-    async idempotent(claim, work) {
-      return sql.begin(async (tx): Promise<IdempotentOutcome> => {
-        const claimed = await tx`
+    async idempotent(claim, read, work) {
+      // The work's writes and the statement storing the response are not awaited inside
+      // the transaction, so sql.begin sends its COMMIT right behind them: one round trip for
+      // all of them. Should one fail, Postgres ends the transaction at that COMMIT with a
+      // rollback, and the first failure, awaited after it, is the caller's error.
+      const writes: Promise<unknown>[] = [];
+      const outcome = await sql.begin(async (tx): Promise<IdempotentOutcome> => {
+        const claiming = tx`
           insert into idempotency_keys (operation, key, request_hash)
           values (${claim.operation}, ${claim.key}, ${claim.requestHash})
           on conflict (operation, key) do nothing
-          returning key`;
+          returning key`.execute();
+        const events: OutboundEvent[] = [];
+        const ops = txOps(tx, events, writes);
+        const reading = read(ops);
+        // Settled below on both paths; a duplicate does not need what was read.
+        reading.catch(() => {});
+        const claimed = await claiming;
         if (claimed.length === 0) {
           // The conflicting row committed (the insert waited for it), so this sees it.
           const [earlier] = await tx<{ request_hash: string; response: Buffer | null }[]>`
@@ -182,16 +205,19 @@ export function createPaymentsStore(sql: Sql, names: EventNames): PaymentsStore 
           if (earlier.request_hash !== claim.requestHash) return { kind: "conflict" };
           return { kind: "replayed", response: new Uint8Array(earlier.response) };
         }
-        const events: OutboundEvent[] = [];
-        const { response, paymentId } = await work(txOps(tx, events));
+        const { response, paymentId } = await work(ops, await reading);
         const rows = outboxRows(names, events);
-        await tx`
+        writes.push(
+          tx`
           with e as (
             ${rows.length === 0 ? tx`select` : tx`insert into event_outbox ${tx(rows, "event_id", "subject", "event_type", "payload", "headers")} on conflict (event_id) do nothing`})
           update idempotency_keys set response = ${Buffer.from(response)}, payment_id = ${paymentId}
-          where operation = ${claim.operation} and key = ${claim.key}`;
+          where operation = ${claim.operation} and key = ${claim.key}`.execute(),
+        );
         return { kind: "done", response };
       });
+      await Promise.all(writes);
+      return outcome;
     },
 
     async getPayment(id) {
@@ -255,45 +281,56 @@ export function createPaymentsStore(sql: Sql, names: EventNames): PaymentsStore 
   };
 }
 
-function txOps(tx: TransactionSql, events: OutboundEvent[]): PaymentsTx {
+function txOps(
+  tx: TransactionSql,
+  events: OutboundEvent[],
+  writes: Promise<unknown>[],
+): PaymentsTx {
   return {
-    async lockOrder(orderId) {
-      await tx`select pg_advisory_xact_lock(${ORDER_LOCK_CLASS}::int, hashtext(${orderId}))`;
+    lockOrder(orderId) {
+      return tx`select pg_advisory_xact_lock(${ORDER_LOCK_CLASS}::int, hashtext(${orderId}))`
+        .execute()
+        .then(() => undefined);
     },
 
-    async livePaymentOfOrder(orderId) {
-      const [row] = await tx<PaymentRow[]>`
+    livePaymentOfOrder(orderId) {
+      return tx<PaymentRow[]>`
         select ${tx.unsafe(paymentColumns)} from payments
-        where order_id = ${orderId} and status = any (${LIVE_STATUSES}::text[])`;
-      return row;
+        where order_id = ${orderId} and status = any (${LIVE_STATUSES}::text[])`
+        .execute()
+        .then(([row]) => row);
     },
 
-    async insertPayment(p) {
-      const [row] = await tx<PaymentRow[]>`
+    insertPayment(p) {
+      const now = new Date();
+      writes.push(
+        tx`
         insert into payments (id, order_id, status, currency, amount_minor, card_last4, card_brand,
-                              decline_code, failure_reason, psp_reference)
+                              decline_code, failure_reason, psp_reference, created_at, updated_at)
         values (${p.id}, ${p.order_id}, ${p.status}, ${p.currency}, ${p.amount_minor.toString()}, ${p.card_last4},
-                ${p.card_brand}, ${p.decline_code}, ${p.failure_reason}, ${p.psp_reference})
-        returning ${tx.unsafe(paymentColumns)}`;
-      if (row === undefined) throw new Error("insert returned no payment");
-      return row;
+                ${p.card_brand}, ${p.decline_code}, ${p.failure_reason}, ${p.psp_reference}, ${now}, ${now})`.execute(),
+      );
+      return { ...p, captured_minor: 0n, refunded_minor: 0n, created_at: now, updated_at: now };
     },
 
-    async lockPayment(id) {
-      const [row] = await tx<PaymentRow[]>`
-        select ${tx.unsafe(paymentColumns)} from payments where id = ${id} for update`;
-      return row;
+    lockPayment(id) {
+      return tx<PaymentRow[]>`
+        select ${tx.unsafe(paymentColumns)} from payments where id = ${id} for update`
+        .execute()
+        .then(([row]) => row);
     },
 
-    async updatePayment(id, change) {
-      const [row] = await tx<PaymentRow[]>`
+    updatePayment(row, change) {
+      const now = new Date();
+      // The row is locked by this transaction, so the update cannot miss it.
+      writes.push(
+        tx`
         update payments
         set status = ${change.status}, captured_minor = ${change.captured_minor.toString()},
-            refunded_minor = ${change.refunded_minor.toString()}, updated_at = now()
-        where id = ${id}
-        returning ${tx.unsafe(paymentColumns)}`;
-      if (row === undefined) throw new Error("updated payment not found");
-      return row;
+            refunded_minor = ${change.refunded_minor.toString()}, updated_at = ${now}
+        where id = ${row.id}`.execute(),
+      );
+      return { ...row, ...change, updated_at: now };
     },
 
     async insertRefund(r) {
@@ -309,7 +346,7 @@ function txOps(tx: TransactionSql, events: OutboundEvent[]): PaymentsTx {
       return selectRefunds(tx, paymentId);
     },
 
-    async post(paymentId, posting) {
+    post(paymentId, posting) {
       // The ledger transaction and its entries in one statement: the database checks the
       // balance once per statement (migration 002), and one round trip instead of two.
       const transactionId = randomUUID();
@@ -322,12 +359,14 @@ function txOps(tx: TransactionSql, events: OutboundEvent[]): PaymentsTx {
         debit_minor: e.debitMinor.toString(),
         credit_minor: e.creditMinor.toString(),
       }));
-      await tx`
+      writes.push(
+        tx`
         with t as (
           insert into ledger_transactions (id, payment_id, kind, refund_id, currency, memo)
           values (${transactionId}, ${paymentId}, ${posting.kind}, ${posting.refundId ?? null},
                   ${posting.currency}, ${posting.memo}))
-        insert into ledger_entries ${tx(entries, "transaction_id", "payment_id", "account", "currency", "debit_minor", "credit_minor")}`;
+        insert into ledger_entries ${tx(entries, "transaction_id", "payment_id", "account", "currency", "debit_minor", "credit_minor")}`.execute(),
+      );
     },
 
     async publish(more) {

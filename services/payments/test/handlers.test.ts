@@ -10,6 +10,7 @@ import {
   PaymentStatus,
 } from "@meshmart/kit/gen/meshmart/payments/v1/payments_pb.js";
 import type { TransactionSql } from "postgres";
+import type { LedgerEntry } from "../src/ledger.js";
 import {
   authorizeRequest,
   card,
@@ -726,6 +727,47 @@ describe("ledger", () => {
     assert.equal(await hold(open.id), 700n);
     assert.equal(await hold(confirmed.id), 0n);
     assert.equal(await hold(voided.id), 0n);
+  });
+
+  test("a write refused after the answer was built fails the call and stores nothing; the key stays free", async () => {
+    const orderId = randomUUID();
+    const key = randomUUID();
+    const claim = { operation: "authorize" as const, key, requestHash: "h" };
+    const attempt = (entries: LedgerEntry[]) =>
+      f.store.idempotent(
+        claim,
+        async () => undefined,
+        async (tx) => {
+          const row = tx.insertPayment({
+            id: randomUUID(),
+            order_id: orderId,
+            status: "authorized",
+            currency: "EUR",
+            amount_minor: 100n,
+            card_last4: "4242",
+            card_brand: "visa",
+            decline_code: null,
+            failure_reason: "",
+            psp_reference: "psp_1",
+          });
+          // Sent with the response's statement and the COMMIT, not waited for on its own.
+          tx.post(row.id, { kind: "authorize", currency: "EUR", memo: "", entries });
+          return { response: new Uint8Array([1]), paymentId: row.id };
+        },
+      );
+    await assert.rejects(
+      attempt([{ account: "customer_hold", debitMinor: 100n, creditMinor: 0n }]),
+      /unbalanced/,
+    );
+    const [left] = await f.sql<{ payments: number; keys: number }[]>`
+      select (select count(*)::int from payments where order_id = ${orderId}) as payments,
+             (select count(*)::int from idempotency_keys where key = ${key}) as keys`;
+    assert.deepEqual({ ...left }, { payments: 0, keys: 0 });
+    const balanced = await attempt([
+      { account: "customer_hold", debitMinor: 100n, creditMinor: 0n },
+      { account: "psp_pending", debitMinor: 0n, creditMinor: 100n },
+    ]);
+    assert.equal(balanced.kind, "done");
   });
 
   test("the database refuses an unbalanced posting and any change to posted entries", async () => {
