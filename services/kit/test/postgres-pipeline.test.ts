@@ -56,7 +56,8 @@ async function countingRelay(target: URL) {
       upstream.write(chunk);
     });
     upstream.pipe(client);
-    for (const s of [client, upstream]) s.on("error", () => {}).on("close", () => sockets.delete(s));
+    for (const s of [client, upstream])
+      s.on("error", () => {}).on("close", () => sockets.delete(s));
     client.on("close", () => upstream.destroy());
     upstream.on("close", () => client.destroy());
   });
