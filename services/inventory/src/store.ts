@@ -164,14 +164,24 @@ export function createInventoryStore(sql: Sql, names: EventNames): InventoryStor
    * every reservation queues on that product's stock row, and a transaction kept alive
    * after its caller gave up would keep its place in that queue (and a pool connection),
    * pushing the callers still waiting, and their retries, past their own deadlines in turn.
+   * Writes the work hands to `last` (its final statements, whose answers it does not need)
+   * are not awaited inside: sql.begin sends COMMIT right behind them, one round trip for
+   * all, and their first failure (Postgres then ends the transaction with a rollback at
+   * that COMMIT) is awaited after it.
    */
   async function transaction<T>(
-    work: (tx: Sql) => Promise<T>,
+    work: (tx: Sql, last: (write: Promise<unknown>) => void) => Promise<T>,
     deadline = Number.POSITIVE_INFINITY,
   ): Promise<T> {
     if (Date.now() >= deadline) throw new DeadlinePassedError();
+    const trailing: Promise<unknown>[] = [];
+    const last = (write: Promise<unknown>) => {
+      // Handled here too: a rejection may arrive before the COMMIT's answer is awaited.
+      write.catch(() => {});
+      trailing.push(write);
+    };
     try {
-      return (await sql.begin((tx) => {
+      const result = (await sql.begin((tx) => {
         if (Number.isFinite(deadline)) {
           // Waiting for a pool connection may have used up the budget.
           const ms = Math.ceil(deadline - Date.now());
@@ -179,8 +189,10 @@ export function createInventoryStore(sql: Sql, names: EventNames): InventoryStor
           // Sent ahead of the first statement on the same connection: no extra round trip.
           tx`select set_config('lock_timeout', ${`${ms}ms`}, true)`.execute();
         }
-        return work(tx as unknown as Sql);
+        return work(tx as unknown as Sql, last);
       })) as T;
+      await Promise.all(trailing);
+      return result;
     } catch (reason) {
       if (reason instanceof Refusal) return reason.outcome as T;
       if ((reason as { code?: string }).code === LOCK_NOT_AVAILABLE && Number.isFinite(deadline)) {
@@ -217,14 +229,22 @@ export function createInventoryStore(sql: Sql, names: EventNames): InventoryStor
     orderId: string,
     forUpdate: boolean,
   ): Promise<ReservationRow | undefined> {
-    const [head] = await q<ReservationHead[]>`
+    const readItems = () =>
+      q<ReservationItemRow[]>`
+        select product_id, quantity from reservation_items
+        where order_id = ${orderId} order by product_id`.execute();
+    const readHead = q<ReservationHead[]>`
       select ${q.unsafe(reservationColumns)} from reservations where order_id = ${orderId}
-      ${forUpdate ? q`for update` : q``}`;
+      ${forUpdate ? q`for update` : q``}`.execute();
+    // Under the lock (in a transaction: one connection, statements in order) both go at
+    // once, the items read once the lock is granted. Without it they may run on two pool
+    // connections, so the items are read after the head: a reservation the head saw
+    // committed has its items committed too.
+    const [[head], items] = forUpdate
+      ? await Promise.all([readHead, readItems()])
+      : [await readHead, undefined];
     if (head === undefined) return undefined;
-    const items = await q<ReservationItemRow[]>`
-      select product_id, quantity from reservation_items
-      where order_id = ${orderId} order by product_id`;
-    return { ...head, items: [...items] };
+    return { ...head, items: [...(items ?? (await readItems()))] };
   }
 
   /**
@@ -422,7 +442,7 @@ export function createInventoryStore(sql: Sql, names: EventNames): InventoryStor
         onHand: 0,
         reserved: i.quantity,
       }));
-      const outcome = await transaction(async (tx): Promise<ReserveOutcome> => {
+      const outcome = await transaction(async (tx, last): Promise<ReserveOutcome> => {
         // Claiming the order id first serializes concurrent attempts for one order: a
         // second one waits here for the first to commit (then finds its reservation) or
         // roll back (then makes its own). For an order seen without a reservation, the
@@ -468,7 +488,7 @@ export function createInventoryStore(sql: Sql, names: EventNames): InventoryStor
           );
         }
         const levels = changedAll(rows, sorted.length);
-        await Promise.all([
+        last(
           tx`
             insert into reservation_items ${tx(
               sorted.map((i) => ({ order_id: orderId, ...i })),
@@ -476,11 +496,13 @@ export function createInventoryStore(sql: Sql, names: EventNames): InventoryStor
               "product_id",
               "quantity",
             )}`.execute(),
+        );
+        last(
           writeEvents(tx, names, [
             newEvent(StockReservedSchema, { orderId, items: toReservationItems(sorted) }),
             ...levels.map(levelChanged),
           ]),
-        ]);
+        );
         return { kind: "reserved", reservation: { ...claimed, items: sorted } };
       }, deadline);
       return outcome.kind === "insufficient" || outcome.kind === "unknown_product"
@@ -502,7 +524,7 @@ export function createInventoryStore(sql: Sql, names: EventNames): InventoryStor
       if (tombstone !== undefined) {
         return { kind: "released", reservation: { ...tombstone, items: [] }, unitsReleased: false };
       }
-      return transaction(async (tx): Promise<ReleaseOutcome> => {
+      return transaction(async (tx, last): Promise<ReleaseOutcome> => {
         // A release that comes first leaves a RELEASED record, so a ReserveStock for the
         // order arriving late (the saga compensated after a timeout) is refused.
         const [tombstone] = await tx<ReservationHead[]>`
@@ -534,10 +556,12 @@ export function createInventoryStore(sql: Sql, names: EventNames): InventoryStor
           ),
         ]);
         const levels = changedAll(rows, current.items.length);
-        await writeEvents(tx, names, [
-          newEvent(StockReleasedSchema, { orderId, items: toReservationItems(current.items) }),
-          ...levels.map(levelChanged),
-        ]);
+        last(
+          writeEvents(tx, names, [
+            newEvent(StockReleasedSchema, { orderId, items: toReservationItems(current.items) }),
+            ...levels.map(levelChanged),
+          ]),
+        );
         return {
           kind: "released",
           reservation: { ...head, items: current.items },
@@ -548,7 +572,7 @@ export function createInventoryStore(sql: Sql, names: EventNames): InventoryStor
 
     commit(rawOrderId, deadline) {
       const orderId = rawOrderId.toLowerCase();
-      return transaction(async (tx): Promise<CommitOutcome> => {
+      return transaction(async (tx, last): Promise<CommitOutcome> => {
         const current = await loadReservation(tx, orderId, true);
         if (current === undefined) return { kind: "not_found" };
         if (current.status !== "reserved") {
@@ -566,10 +590,12 @@ export function createInventoryStore(sql: Sql, names: EventNames): InventoryStor
           ),
         ]);
         const levels = changedAll(rows, current.items.length);
-        await writeEvents(tx, names, [
-          newEvent(StockCommittedSchema, { orderId, items: toReservationItems(current.items) }),
-          ...levels.map(levelChanged),
-        ]);
+        last(
+          writeEvents(tx, names, [
+            newEvent(StockCommittedSchema, { orderId, items: toReservationItems(current.items) }),
+            ...levels.map(levelChanged),
+          ]),
+        );
         return { kind: "committed", reservation: { ...head, items: current.items } };
       }, deadline);
     },

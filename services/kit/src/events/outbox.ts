@@ -44,18 +44,22 @@ export function newEvent<Desc extends DescMessage>(
 /**
  * Writes events to the outbox. Call it with the transaction that makes the change the
  * events announce: both commit or neither does, and the relay publishes what committed.
- * The active trace context is stored with each row so consumers continue the trace.
+ * The active trace context is stored with each row so consumers continue the trace. The
+ * statement is sent at the call, in call order, so a caller may leave it unawaited until
+ * after its COMMIT, which then travels with it.
  */
-export async function writeEvents(
+export function writeEvents(
   tx: TransactionSql | Sql,
   names: EventNames,
   events: readonly OutboundEvent[],
 ): Promise<void> {
-  if (events.length === 0) return;
+  if (events.length === 0) return Promise.resolve();
   const rows = outboxRows(names, events);
-  await tx`
+  return tx`
     insert into event_outbox ${tx(rows, "event_id", "subject", "event_type", "payload", "headers")}
-    on conflict (event_id) do nothing`;
+    on conflict (event_id) do nothing`
+    .execute()
+    .then(() => undefined);
 }
 
 /** One `event_outbox` row as {@link outboxRows} builds it. */
