@@ -25,6 +25,7 @@ import { itemsHash, type PricedOrder, priceOrder } from "./pricing.js";
 import { createProductLookup } from "./product-lookup.js";
 import { planCancel } from "./saga.js";
 import type { SagaWorker } from "./saga-worker.js";
+import type { SoldOutHints } from "./sold-out-hints.js";
 import type { OrderRecord, OrdersStore } from "./store.js";
 
 /** What the order handlers need. */
@@ -33,7 +34,9 @@ export interface OrdersDeps {
   catalog: Client<typeof CatalogService>;
   vault: CardVault;
   /** The saga worker: runs a new order's first step, and is woken when an order needs it. */
-  saga: Pick<SagaWorker, "wake" | "adopt">;
+  saga: Pick<SagaWorker, "wake" | "adopt" | "finishedAtPlacement">;
+  /** What inventory said lately about sold-out products (shared with the saga). */
+  soldOut: SoldOutHints;
   changes: OrderChanges;
   logger: Logger;
   /** How often a waiting RPC re-reads an order another replica may be moving. */
@@ -161,6 +164,10 @@ export function createOrdersHandlers(deps: OrdersDeps): ServiceImpl<typeof Order
       const id = randomUUID();
       // The order id on the span finds the trace in Jaeger (tag meshmart.order.id=<id>).
       annotateCallSpan(ctx, { "meshmart.order.id": id });
+      // A product inventory has just refused orders for: this order is cancelled as it is
+      // placed, without a saga to run (see SoldOutHints for the probe that keeps asking;
+      // an order placed before the refusal arrived is screened again by its first step).
+      const short = deps.soldOut.shortage(priced.lines, id);
       const outcome = await store.create({
         id,
         userId: caller.userId,
@@ -168,9 +175,17 @@ export function createOrdersHandlers(deps: OrdersDeps): ServiceImpl<typeof Order
         requestHash: hash,
         priced,
         cardLast4: card.number.slice(-4),
-        cardSealed: vault.seal(card, id),
+        cardSealed: short === undefined ? vault.seal(card, id) : Buffer.alloc(0),
         traceContext: traceContextOf(ctx),
         leaseMs: deps.leaseMs,
+        ...(short === undefined
+          ? {}
+          : {
+              refusal: {
+                code: "OUT_OF_STOCK" as const,
+                reason: `out of stock: ${priced.lines.find((l) => l.productId === short.productId)?.sku ?? short.productId}`,
+              },
+            }),
       });
       switch (outcome.kind) {
         case "conflict":
@@ -180,6 +195,9 @@ export function createOrdersHandlers(deps: OrdersDeps): ServiceImpl<typeof Order
           );
         case "replayed":
           return replay(outcome.record);
+        case "refused":
+          saga.finishedAtPlacement(outcome.record);
+          return { order: toOrder(outcome.record) };
         case "created": {
           // The order's first step, the stock reservation, runs now rather than when the
           // saga worker next looks (it cannot be claimed by anyone else before its lease

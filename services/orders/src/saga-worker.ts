@@ -17,6 +17,8 @@ export interface SagaWorker {
    * undefined.
    */
   adopt(claimed: ClaimedSaga): Promise<OrderRecord | undefined>;
+  /** Counts and logs an order that was terminal when it was placed (refused as sold out). */
+  finishedAtPlacement(record: OrderRecord): void;
   /**
    * Stops claiming, lets the steps in flight finish and record their results (each is
    * bounded by its deadline) and leaves whatever comes next due for any replica.
@@ -74,6 +76,14 @@ export function createSagaWorker(options: SagaWorkerOptions): SagaWorker {
     help: "Sagas this replica is driving now.",
     registers: [options.registry],
   });
+
+  const countFinished = ({ order: done }: OrderRecord) => {
+    finished.inc({ status: done.status, cancel_code: done.cancel_code });
+    logger.info(
+      { orderId: done.id, status: done.status, cancelCode: done.cancel_code || undefined },
+      "order finished",
+    );
+  };
 
   let timer: NodeJS.Timeout | undefined;
   let stopped = false;
@@ -183,12 +193,7 @@ export function createSagaWorker(options: SagaWorkerOptions): SagaWorker {
         }
         report(outcome.kind === "finished" ? outcome.record : undefined);
         if (outcome.kind === "finished") {
-          const { order: done } = outcome.record;
-          finished.inc({ status: done.status, cancel_code: done.cancel_code });
-          logger.info(
-            { orderId: done.id, status: done.status, cancelCode: done.cancel_code || undefined },
-            "order finished",
-          );
+          countFinished(outcome.record);
           return;
         }
         if (outcome.kind === "parked") return;
@@ -280,6 +285,7 @@ export function createSagaWorker(options: SagaWorkerOptions): SagaWorker {
       // are the order's work, not the call's.
       return new Promise((resolve) => untraced(() => launch(claimed, { held: false }, resolve)));
     },
+    finishedAtPlacement: countFinished,
     async stop() {
       stopped = true;
       if (timer !== undefined) clearInterval(timer);

@@ -351,10 +351,13 @@ export async function runStep(saga: SagaRow, record: OrderRecord, deps: SagaDeps
   try {
     switch (saga.step) {
       case "RESERVE": {
-        // Only a first attempt may go without the call: after a lost answer an earlier
-        // call may still be in inventory, and only inventory's own (final) refusal makes
-        // sure it holds nothing.
-        const short = saga.attempts === 1 ? deps.soldOut.shortage(reservationItems) : undefined;
+        // PlaceOrder screened the order against the sold-out hints before it existed (one
+        // it refused was created CANCELLED, with no saga to run); a refusal may have come
+        // in since. Only a first attempt may go without the call: after a lost answer an
+        // earlier call may still be in inventory, and only inventory's own (final) refusal
+        // makes sure it holds nothing.
+        const short =
+          saga.attempts === 1 ? deps.soldOut.shortage(reservationItems, orderId) : undefined;
         if (short !== undefined) {
           return refused(record, "OUT_OF_STOCK", `out of stock: ${skuOf(record, short.productId)}`);
         }

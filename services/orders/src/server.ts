@@ -57,6 +57,7 @@ function buildOrders(
   const store = instrumentStore(createOrdersStore(data.sql, events.names), "orders", registry);
   const clientOptions = { service: config.SERVICE_NAME, metrics };
   const vault = createCardVault(config.SAGA_CARD_KEY);
+  const soldOut = createSoldOutHints(config.SOLD_OUT_HINT_MS);
   // The saga's calls carry no user token: it runs without a request (after a restart, long
   // after the customer left). Inventory and payments accept token-less calls for the
   // saga's RPCs; the mesh's AuthorizationPolicy is what limits them to orders.
@@ -69,7 +70,7 @@ function buildOrders(
     retryBaseMs: config.SAGA_RETRY_BASE_MS,
     retryMaxMs: config.SAGA_RETRY_MAX_MS,
     maxAttempts: config.SAGA_MAX_ATTEMPTS,
-    soldOut: createSoldOutHints(config.SOLD_OUT_HINT_MS),
+    soldOut,
   };
   const changes = createOrderChanges();
   const worker = createSagaWorker({
@@ -87,6 +88,7 @@ function buildOrders(
     catalog: createServiceClient(CatalogService, config.CATALOG_URL, clientOptions),
     vault,
     saga: worker,
+    soldOut,
     changes,
     logger,
     pollMs: config.SAGA_POLL_MS,

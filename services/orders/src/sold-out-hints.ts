@@ -23,9 +23,13 @@ export interface Shortage {
 export interface SoldOutHints {
   /**
    * The first item the hints say cannot be had, if any; undefined also when this order is
-   * to ask inventory (the probe).
+   * to ask inventory (the probe). An order is screened twice (as it is placed, and when
+   * its reservation step runs): given its id, a probe it was granted stays its own.
    */
-  shortage(items: readonly { productId: string; quantity: number }[]): Shortage | undefined;
+  shortage(
+    items: readonly { productId: string; quantity: number }[],
+    orderId?: string,
+  ): Shortage | undefined;
   /** Inventory refused an order for lack of `productId`, having `available` units. */
   refused(productId: string, available: bigint): void;
   /** Inventory reserved these products for an order: there was stock after all. */
@@ -41,6 +45,8 @@ interface Hint {
   at: number;
   /** When the order asking inventory again was let through, if one was. */
   probeAt: number | undefined;
+  /** Which order that was. */
+  probeOrder: string | undefined;
 }
 
 /** Hints kept in this process for `windowMs` (0: none), read with `now` (tests pass a clock). */
@@ -49,17 +55,19 @@ export function createSoldOutHints(windowMs: number, now: () => number = Date.no
   // always the oldest.
   const hints = new Map<string, Hint>();
   return {
-    shortage(items) {
+    shortage(items, orderId) {
       if (windowMs <= 0 || hints.size === 0) return undefined;
       const t = now();
       for (const { productId, quantity } of items) {
         const hint = hints.get(productId);
         if (hint === undefined || BigInt(quantity) <= hint.available) continue;
+        if (orderId !== undefined && hint.probeOrder === orderId) continue;
         if (
           t - hint.at >= windowMs &&
           (hint.probeAt === undefined || t - hint.probeAt >= windowMs)
         ) {
           hint.probeAt = t;
+          hint.probeOrder = orderId;
           return undefined;
         }
         return { productId, available: hint.available };
@@ -69,7 +77,7 @@ export function createSoldOutHints(windowMs: number, now: () => number = Date.no
     refused(productId, available) {
       if (windowMs <= 0) return;
       hints.delete(productId);
-      hints.set(productId, { available, at: now(), probeAt: undefined });
+      hints.set(productId, { available, at: now(), probeAt: undefined, probeOrder: undefined });
       if (hints.size > MAX_PRODUCTS) {
         const oldest = hints.keys().next();
         if (oldest.done !== true) hints.delete(oldest.value);

@@ -1,6 +1,7 @@
 import {
   type EventNames,
   newEvent,
+  type OutboundEvent,
   outboxRows,
   type Sql,
   type StoredTraceContext,
@@ -153,12 +154,20 @@ export interface NewOrder {
   traceContext?: StoredTraceContext;
   /** The saga's first step is claimed for the caller for this long (it runs it now). */
   leaseMs: number;
+  /**
+   * The order is refused as it is placed (the sold-out hints say its stock is gone): it is
+   * created CANCELLED with this code and reason, its saga already DONE and no card kept,
+   * and its OrderPlaced and OrderCancelled go out together.
+   */
+  refusal?: { code: CancelCodeText; reason: string };
 }
 
 /** Outcome of an idempotent PlaceOrder. */
 export type CreateOutcome =
   /** `claim`: the saga, its first step claimed for the caller. */
   | { kind: "created"; record: OrderRecord; claim: ClaimedSaga }
+  /** Created CANCELLED (NewOrder.refusal): nothing is left to run. */
+  | { kind: "refused"; record: OrderRecord }
   | { kind: "replayed"; record: OrderRecord }
   | { kind: "conflict" };
 
@@ -460,6 +469,66 @@ export function createOrdersStore(sql: Sql, names: EventNames): OrdersStore {
     return { order, items: itemsFrom(order.id, lines) };
   }
 
+  /** The order a retried PlaceOrder (same user and request id) placed before. */
+  async function existingFor(o: NewOrder): Promise<CreateOutcome> {
+    const [existing] = await sql<OrderRow[]>`
+      select ${sql.unsafe(orderColumns)} from orders
+      where user_id = ${o.userId} and request_id = ${o.requestId}`;
+    if (existing === undefined) throw new Error("request id conflict without an order");
+    if (existing.request_hash !== o.requestHash) return { kind: "conflict" };
+    const replayed = await getIn(sql, existing.id);
+    if (replayed === undefined) throw new Error("replayed order vanished");
+    return { kind: "replayed", record: replayed };
+  }
+
+  /**
+   * The order born CANCELLED, in one statement: its lines, a saga already DONE (so every
+   * order has one, as CancelOrder and the tests expect), and both its events, placed then
+   * cancelled, in that order.
+   */
+  async function createRefused(
+    o: NewOrder,
+    cancelled: OrderRecord,
+    events: readonly OutboundEvent[],
+  ): Promise<CreateOutcome> {
+    const { order, items } = cancelled;
+    const lines = items.map((i) => ({
+      ...i,
+      unit_units: i.unit_units.toString(),
+      line_units: i.line_units.toString(),
+    }));
+    const rows = outboxRows(names, events);
+    const trace = hasTrace(o.traceContext) ? sql.json({ ...o.traceContext }) : null;
+    try {
+      const [row] = await sql<{ seq: bigint }[]>`
+        with o as (
+          insert into orders (id, user_id, request_id, request_hash, status, currency,
+                              total_units, total_nanos, cancel_code, cancel_reason, card_last4,
+                              created_at, updated_at)
+          values (${order.id}, ${order.user_id}, ${order.request_id}, ${order.request_hash},
+                  'CANCELLED', ${order.currency}, ${order.total_units.toString()},
+                  ${order.total_nanos}, ${order.cancel_code}, ${order.cancel_reason},
+                  ${order.card_last4}, ${order.created_at}, ${order.updated_at})
+          returning seq),
+        l as (
+          insert into order_items ${sql(lines, "order_id", "position", "product_id", "sku", "name", "quantity", "unit_units", "unit_nanos", "line_units", "line_nanos")}),
+        s as (
+          insert into order_sagas (order_id, step, trace_context, cancel_code, cancel_reason,
+                                   stock_state)
+          values (${order.id}, 'DONE', ${trace}, ${order.cancel_code}, ${order.cancel_reason},
+                  'RELEASED')),
+        e as (
+          insert into event_outbox ${sql(rows, "event_id", "subject", "event_type", "payload", "headers")})
+        select seq from o`;
+      if (row === undefined) throw new Error("the order insert returned no row");
+      order.seq = BigInt(row.seq);
+      return { kind: "refused", record: cancelled };
+    } catch (reason) {
+      if (!isRequestIdTaken(reason)) throw reason;
+    }
+    return existingFor(o);
+  }
+
   /** Makes the order terminal with its event; the saga row is already locked by the caller. */
   async function finish(
     tx: Db,
@@ -608,9 +677,25 @@ export function createOrdersStore(sql: Sql, names: EventNames): OrdersStore {
         updated_at: now,
       };
       const created: OrderRecord = { order, items };
-      const [event] = outboxRows(names, [
-        newEvent(OrderPlacedSchema, { orderId: o.id, userId: o.userId, order: toOrder(created) }),
-      ]);
+      const placed = newEvent(OrderPlacedSchema, {
+        orderId: o.id,
+        userId: o.userId,
+        order: toOrder(created),
+      });
+      if (o.refusal !== undefined) {
+        const cancelled: OrderRecord = {
+          order: {
+            ...order,
+            status: "CANCELLED",
+            cancel_code: o.refusal.code,
+            cancel_reason: o.refusal.reason,
+          },
+          items,
+        };
+        const init = { orderId: o.id, userId: o.userId, order: toOrder(cancelled) };
+        return createRefused(o, cancelled, [placed, newEvent(OrderCancelledSchema, init)]);
+      }
+      const [event] = outboxRows(names, [placed]);
       if (event === undefined) throw new Error("OrderPlaced was not built");
       const lines = items.map((i) => ({
         ...i,
@@ -649,14 +734,7 @@ export function createOrdersStore(sql: Sql, names: EventNames): OrdersStore {
       } catch (reason) {
         if (!isRequestIdTaken(reason)) throw reason;
       }
-      const [existing] = await sql<OrderRow[]>`
-        select ${sql.unsafe(orderColumns)} from orders
-        where user_id = ${o.userId} and request_id = ${o.requestId}`;
-      if (existing === undefined) throw new Error("request id conflict without an order");
-      if (existing.request_hash !== o.requestHash) return { kind: "conflict" };
-      const replayed = await getIn(sql, existing.id);
-      if (replayed === undefined) throw new Error("replayed order vanished");
-      return { kind: "replayed", record: replayed };
+      return existingFor(o);
     },
 
     async findByRequest(userId, requestId) {

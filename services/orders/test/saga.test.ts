@@ -277,6 +277,19 @@ describe("order saga", () => {
         mesh.inventory.getReservation({ orderId: second.id }, mesh.admin),
       );
       assert.equal(unasked.code, Code.NotFound, "the second order was never sent to inventory");
+      // Born cancelled: its saga is already done and holds no card, and its two events
+      // were written together, placed before cancelled.
+      const [saga] = await sql<{ step: string; claim_token: string | null; card: boolean }[]>`
+        select step, claim_token, card_sealed is not null as card
+        from order_sagas where order_id = ${second.id}`;
+      assert.deepEqual({ ...saga }, { step: "DONE", claim_token: null, card: false });
+      const events = await outbox(second.id);
+      assert.deepEqual(
+        events.map((e) => e.subject.split(".").at(-1)),
+        ["placed", "cancelled"],
+      );
+      const fetched = (await hinted.client.getOrder({ orderId: second.id }, dave.options)).order;
+      assert.equal(fetched?.status, OrderStatus.CANCELLED);
       // An order for no more than what inventory said it had still asks, and gets it.
       const third = await place(1);
       assert.equal(third.status, OrderStatus.PENDING);

@@ -21,6 +21,18 @@ test("a refusal says short only for more than the units inventory had", () => {
   assert.deepEqual(hints.shortage([...want("q", 1), ...want("p", 3)])?.productId, "p");
 });
 
+test("the order granted the probe keeps it when screened again; others do not get it", () => {
+  const { clock, hints } = hintsAt();
+  hints.refused("p", 0n);
+  clock.now += WINDOW_MS;
+  assert.equal(hints.shortage(want("p", 1), "probe"), undefined, "placed: it is the probe");
+  assert.ok(hints.shortage(want("p", 1), "other"), "another order goes by the hint");
+  // Its reservation step screens it again, within the window: still its call to make.
+  clock.now += 10;
+  assert.equal(hints.shortage(want("p", 1), "probe"), undefined, "its step asks inventory");
+  assert.ok(hints.shortage(want("p", 1), "other"));
+});
+
 test("after the window one order asks again while the others go by the hint", () => {
   const { clock, hints } = hintsAt();
   hints.refused("p", 0n);
