@@ -419,6 +419,13 @@ async function main(): Promise<void> {
         `  CPU per confirmed order in bare grpc-js echo calls: ${f(usPerOrder / echoUs, 0)} ` +
           `(${echoEach.join(", ")}); target <= ${TARGET_ECHO_CALLS_PER_ORDER}`,
       );
+      // The runner is the load generator (a connect-node client and a JetStream consumer):
+      // what the system itself costs is the rest.
+      const runnerUs =
+        ((used.cores.runner ?? 0) * wallSeconds * 1e6) / Math.max(1, confirmedInWindow);
+      say(
+        `  the same without the runner (services, Postgres, NATS, Redis): ${f((usPerOrder - runnerUs) / echoUs, 0)}`,
+      );
     }
   }
   say(
