@@ -146,7 +146,13 @@ async function main(): Promise<void> {
     label: "bench_orders",
     services: SERVICES,
     compiled: serverMode() === "compiled",
-    env: { SEED_DEMO: "false" },
+    env: {
+      SEED_DEMO: "false",
+      // Every service's outbox relay: how long a wake-up gathers commits before its batch.
+      ...(process.env.BENCH_OUTBOX_GATHER_MS === undefined
+        ? {}
+        : { OUTBOX_GATHER_MS: process.env.BENCH_OUTBOX_GATHER_MS }),
+    },
     serviceEnv,
   });
   // Drops the databases and the namespace's streams.
