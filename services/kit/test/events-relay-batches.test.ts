@@ -96,18 +96,28 @@ describe("outbox relay batches", () => {
     }
   });
 
-  test("commits arriving while a wake-up gathers go out in one batch, in seq order", async () => {
+  test("after a quiet spell a commit goes out at once; those right behind it gather into one batch", async () => {
     await resetOutbox(fx, "catalog");
     const registry = new Registry();
-    // A long poll: only the commits' notifications wake it.
-    const r = relay({ registry, gatherMs: 300, pollIntervalMs: 60_000 });
+    // A long poll: only the commits' notifications wake it. A long gather window, so the
+    // timings below have a wide margin.
+    const gatherMs = 1_500;
+    const r = relay({ registry, gatherMs, pollIntervalMs: 60_000 });
     r.start();
     try {
       await waitFor("the relay's first poll", async () =>
         (await metricValue(registry, "outbox_published_total")) === 0 ? true : undefined,
       );
-      await new Promise((resolve) => setTimeout(resolve, 200));
-      // Four commits 20 ms apart: without gathering the first wakes a batch of its own.
+      const first = created("g0");
+      const sent = Date.now();
+      await write(first);
+      await waitFor("the first published", async () =>
+        (await unpublished()) === 0 ? true : undefined,
+      );
+      assert.ok(Date.now() - sent < gatherMs, "the first commit after a quiet spell waited");
+      assert.equal(await metricValue(registry, "outbox_batches_total"), 1);
+      // Four commits 20 ms apart, within the window of that batch: without gathering the
+      // first would wake a batch of its own.
       const events = [created("g1"), created("g2"), created("g3"), created("g4")];
       for (const event of events) {
         await write(event);
@@ -116,11 +126,11 @@ describe("outbox relay batches", () => {
       await waitFor("all four published", async () =>
         (await unpublished()) === 0 ? true : undefined,
       );
-      assert.equal(await metricValue(registry, "outbox_batches_total"), 1);
-      assert.equal(await metricValue(registry, "outbox_published_total"), 4);
+      assert.equal(await metricValue(registry, "outbox_batches_total"), 2);
+      assert.equal(await metricValue(registry, "outbox_published_total"), 5);
       assert.deepEqual(
         await catalogIds(),
-        events.map((e) => e.eventId),
+        [first, ...events].map((e) => e.eventId),
       );
     } finally {
       await r.stop();

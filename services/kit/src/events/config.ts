@@ -32,8 +32,11 @@ export const eventConfigFields = {
   STREAM_DUPLICATE_WINDOW_MS: positiveInt.default(2 * 60_000),
   /** Outbox rows the relay publishes per transaction. */
   OUTBOX_BATCH_SIZE: z.coerce.number().int().min(1).max(10_000).default(256),
-  /** How long the relay gathers further commits after a wake-up before publishing. */
-  OUTBOX_GATHER_MS: z.coerce.number().int().min(0).max(1_000).default(5),
+  /**
+   * The relay's least time between two publishing batches while commits keep coming (a
+   * wake-up sooner waits, gathering commits); after a quiet spell a commit goes at once.
+   */
+  OUTBOX_GATHER_MS: z.coerce.number().int().min(0).max(1_000).default(25),
   /** Deliveries of one event before a consumer gives up and dead-letters it. */
   CONSUMER_MAX_DELIVER: z.coerce.number().int().min(1).max(100).default(5),
 };
