@@ -37,6 +37,7 @@ import { serverMode } from "../catalog/children.js";
 import { checkMachineQuiet } from "../catalog/proc.js";
 import { cpuProfileEnv } from "../lib/cpu-profiles.js";
 import { intEnv } from "../lib/env.js";
+import { BENCH_ADMIN, benchServiceEnv } from "../lib/mesh-env.js";
 import { printProblems, printWarnings, runStamp, writeResults } from "../lib/report.js";
 import { runBenchmark } from "../lib/run-benchmark.js";
 import { mean, type Stats, sleep, stats } from "../lib/stats.js";
@@ -48,7 +49,6 @@ const TARGET_ALL_TERMINAL_MS = 6_000;
 const TARGET_P99_PLACE_MS = 1_500;
 const NOISE_CORES = 0.1;
 const RESULTS = join(dirname(fileURLToPath(import.meta.url)), "..", "results");
-const ADMIN = { email: "bench-admin@example.com", password: "bench admin password" };
 const CARD = { number: "4242424242424242", expMonth: 12, expYear: 2030, cvc: "123" };
 
 const settings = {
@@ -138,12 +138,7 @@ async function main(): Promise<void> {
   const t0 = performance.now();
   const profiles = join(RESULTS, `profiles-flash-${runStamp(started)}`);
   const serviceEnv: Record<string, Record<string, string>> = {
-    identity: {
-      IDENTITY_BOOTSTRAP_ADMIN_EMAIL: ADMIN.email,
-      IDENTITY_BOOTSTRAP_ADMIN_PASSWORD: ADMIN.password,
-      ACCESS_TOKEN_TTL_S: "3600",
-    },
-    inventory: { INITIAL_STOCK_ON_PRODUCT_CREATED: "0" },
+    ...benchServiceEnv(),
     orders: {
       ...(settings.sagaConcurrency === undefined
         ? {}
@@ -257,7 +252,7 @@ async function connectServices(mesh: Mesh): Promise<Services> {
   const at = (name: string) =>
     createGrpcTransport({ baseUrl: `http://127.0.0.1:${mesh.ports(name).grpc}` });
   const identity = createClient(IdentityService, at("identity"));
-  const admin = await identity.login(ADMIN);
+  const admin = await identity.login(BENCH_ADMIN);
   return {
     identity,
     catalog: createClient(CatalogService, at("catalog")),

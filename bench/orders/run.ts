@@ -34,6 +34,7 @@ import { serverMode } from "../catalog/children.js";
 import { checkMachineQuiet } from "../catalog/proc.js";
 import { cpuProfileEnv } from "../lib/cpu-profiles.js";
 import { intEnv } from "../lib/env.js";
+import { BENCH_ADMIN, benchServiceEnv } from "../lib/mesh-env.js";
 import { printProblems, printWarnings, RESULTS, runStamp, writeResults } from "../lib/report.js";
 import { runBenchmark } from "../lib/run-benchmark.js";
 import { mean, sleep, stats } from "../lib/stats.js";
@@ -45,7 +46,6 @@ const TARGET_CONFIRMED_PER_S = 500;
 const TARGET_P99_RESPONSE_MS = 100;
 const TARGET_ECHO_CALLS_PER_ORDER = 250;
 const NOISE_CORES = 0.1;
-const ADMIN = { email: "bench-admin@example.com", password: "bench admin password" };
 const CARD = { number: "4242424242424242", expMonth: 12, expYear: 2030, cvc: "123" };
 
 const settings = {
@@ -129,13 +129,7 @@ async function main(): Promise<void> {
     say(`profiles (once the mesh stops): ${relative(process.cwd(), profiles)}`);
   }
   const serviceEnv: Record<string, Record<string, string>> = {
-    identity: {
-      IDENTITY_BOOTSTRAP_ADMIN_EMAIL: ADMIN.email,
-      IDENTITY_BOOTSTRAP_ADMIN_PASSWORD: ADMIN.password,
-      ACCESS_TOKEN_TTL_S: "3600",
-    },
-    // Stock comes from SetStock below, never from catalog's ProductCreated.
-    inventory: { INITIAL_STOCK_ON_PRODUCT_CREATED: "0" },
+    ...benchServiceEnv(),
     orders:
       settings.sagaConcurrency === undefined ? {} : { SAGA_CONCURRENCY: settings.sagaConcurrency },
   };
@@ -505,7 +499,7 @@ async function prepareStore(mesh: Mesh): Promise<Store> {
   const identity = createClient(IdentityService, at("identity"));
   const catalog = createClient(CatalogService, at("catalog"));
   const inventory = createClient(InventoryService, at("inventory"));
-  const admin = await identity.login(ADMIN);
+  const admin = await identity.login(BENCH_ADMIN);
   const auth = { headers: { authorization: `Bearer ${admin.accessToken}` } };
   const productIds: string[] = [];
   for (let i = 0; i < settings.products; i++) {
