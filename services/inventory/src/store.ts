@@ -1,5 +1,7 @@
 import {
+  beginWithLast,
   type EventNames,
+  type LastWrite,
   newEvent,
   type OutboundEvent,
   type Sql,
@@ -164,24 +166,15 @@ export function createInventoryStore(sql: Sql, names: EventNames): InventoryStor
    * every reservation queues on that product's stock row, and a transaction kept alive
    * after its caller gave up would keep its place in that queue (and a pool connection),
    * pushing the callers still waiting, and their retries, past their own deadlines in turn.
-   * Writes the work hands to `last` (its final statements, whose answers it does not need)
-   * are not awaited inside: sql.begin sends COMMIT right behind them, one round trip for
-   * all, and their first failure (Postgres then ends the transaction with a rollback at
-   * that COMMIT) is awaited after it.
+   * The work's final writes go to `last`, to travel with the COMMIT (beginWithLast).
    */
   async function transaction<T>(
-    work: (tx: Sql, last: (write: Promise<unknown>) => void) => Promise<T>,
+    work: (tx: Sql, last: LastWrite) => Promise<T>,
     deadline = Number.POSITIVE_INFINITY,
   ): Promise<T> {
     if (Date.now() >= deadline) throw new DeadlinePassedError();
-    const trailing: Promise<unknown>[] = [];
-    const last = (write: Promise<unknown>) => {
-      // Handled here too: a rejection may arrive before the COMMIT's answer is awaited.
-      write.catch(() => {});
-      trailing.push(write);
-    };
     try {
-      const result = (await sql.begin((tx) => {
+      return await beginWithLast(sql, (tx, last) => {
         if (Number.isFinite(deadline)) {
           // Waiting for a pool connection may have used up the budget.
           const ms = Math.ceil(deadline - Date.now());
@@ -190,9 +183,7 @@ export function createInventoryStore(sql: Sql, names: EventNames): InventoryStor
           tx`select set_config('lock_timeout', ${`${ms}ms`}, true)`.execute();
         }
         return work(tx as unknown as Sql, last);
-      })) as T;
-      await Promise.all(trailing);
-      return result;
+      });
     } catch (reason) {
       if (reason instanceof Refusal) return reason.outcome as T;
       if ((reason as { code?: string }).code === LOCK_NOT_AVAILABLE && Number.isFinite(deadline)) {

@@ -16,6 +16,7 @@ export {
   type ServiceData,
   type ServiceDataOptions,
 } from "./data/service-data.js";
+export { beginWithLast, type LastWrite } from "./data/transaction.js";
 export { type ErrorInfo, ErrorInfoSchema, errorInfosOf, errorWithInfo } from "./error-info.js";
 export * from "./events/index.js";
 export {

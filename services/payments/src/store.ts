@@ -1,5 +1,12 @@
 import { randomUUID } from "node:crypto";
-import { type EventNames, type OutboundEvent, outboxRows, type Sql } from "@meshmart/kit";
+import {
+  beginWithLast,
+  type EventNames,
+  type LastWrite,
+  type OutboundEvent,
+  outboxRows,
+  type Sql,
+} from "@meshmart/kit";
 // Type only (erased at runtime): the kit owns the postgres.js dependency.
 import type { TransactionSql } from "postgres";
 import type { CardBrandName } from "./card.js";
@@ -177,19 +184,16 @@ const ORDER_LOCK_CLASS = 0x706179;
 export function createPaymentsStore(sql: Sql, names: EventNames): PaymentsStore {
   return {
     async idempotent(claim, read, work) {
-      // The work's writes and the statement storing the response are not awaited inside
-      // the transaction, so sql.begin sends its COMMIT right behind them: one round trip for
-      // all of them. Should one fail, Postgres ends the transaction at that COMMIT with a
-      // rollback, and the first failure, awaited after it, is the caller's error.
-      const writes: Promise<unknown>[] = [];
-      const outcome = await sql.begin(async (tx): Promise<IdempotentOutcome> => {
+      // The work's writes and the statement storing the response travel with the COMMIT
+      // (beginWithLast): one round trip for all of them.
+      return beginWithLast(sql, async (tx, last): Promise<IdempotentOutcome> => {
         const claiming = tx`
           insert into idempotency_keys (operation, key, request_hash)
           values (${claim.operation}, ${claim.key}, ${claim.requestHash})
           on conflict (operation, key) do nothing
           returning key`.execute();
         const events: OutboundEvent[] = [];
-        const ops = txOps(tx, events, writes);
+        const ops = txOps(tx, events, last);
         const reading = read(ops);
         // Settled below on both paths; a duplicate does not need what was read.
         reading.catch(() => {});
@@ -207,7 +211,7 @@ export function createPaymentsStore(sql: Sql, names: EventNames): PaymentsStore 
         }
         const { response, paymentId } = await work(ops, await reading);
         const rows = outboxRows(names, events);
-        writes.push(
+        last(
           tx`
           with e as (
             ${rows.length === 0 ? tx`select` : tx`insert into event_outbox ${tx(rows, "event_id", "subject", "event_type", "payload", "headers")} on conflict (event_id) do nothing`})
@@ -216,8 +220,6 @@ export function createPaymentsStore(sql: Sql, names: EventNames): PaymentsStore 
         );
         return { kind: "done", response };
       });
-      await Promise.all(writes);
-      return outcome;
     },
 
     async getPayment(id) {
@@ -281,11 +283,7 @@ export function createPaymentsStore(sql: Sql, names: EventNames): PaymentsStore 
   };
 }
 
-function txOps(
-  tx: TransactionSql,
-  events: OutboundEvent[],
-  writes: Promise<unknown>[],
-): PaymentsTx {
+function txOps(tx: TransactionSql, events: OutboundEvent[], last: LastWrite): PaymentsTx {
   return {
     lockOrder(orderId) {
       return tx`select pg_advisory_xact_lock(${ORDER_LOCK_CLASS}::int, hashtext(${orderId}))`
@@ -303,7 +301,7 @@ function txOps(
 
     insertPayment(p) {
       const now = new Date();
-      writes.push(
+      last(
         tx`
         insert into payments (id, order_id, status, currency, amount_minor, card_last4, card_brand,
                               decline_code, failure_reason, psp_reference, created_at, updated_at)
@@ -323,7 +321,7 @@ function txOps(
     updatePayment(row, change) {
       const now = new Date();
       // The row is locked by this transaction, so the update cannot miss it.
-      writes.push(
+      last(
         tx`
         update payments
         set status = ${change.status}, captured_minor = ${change.captured_minor.toString()},
@@ -359,7 +357,7 @@ function txOps(
         debit_minor: e.debitMinor.toString(),
         credit_minor: e.creditMinor.toString(),
       }));
-      writes.push(
+      last(
         tx`
         with t as (
           insert into ledger_transactions (id, payment_id, kind, refund_id, currency, memo)

@@ -10,6 +10,7 @@ import { propagation, ROOT_CONTEXT, SpanKind, trace } from "@opentelemetry/api";
 import type { Logger } from "pino";
 import postgres, { type Sql } from "postgres";
 import { Gauge, type Registry } from "prom-client";
+import { beginWithLast } from "../data/transaction.js";
 import { endSpanWithError } from "../observability/tracing.js";
 import { EventHeaders, natsHeadersSetter, PROTOBUF_CONTENT_TYPE } from "./headers.js";
 import { sharedCounter } from "./metrics.js";
@@ -234,9 +235,8 @@ export function createOutboxRelay(options: OutboxRelayOptions): OutboxRelay {
   /** A NOTIFY arrived since the last batch read the outbox. */
   let notified = false;
 
-  const runBatch = async (): Promise<BatchResult> => {
-    let stamping: Promise<unknown> | undefined;
-    const result = await sql.begin(async (tx): Promise<BatchResult> => {
+  const runBatch = (): Promise<BatchResult> =>
+    beginWithLast(sql, async (tx, last): Promise<BatchResult> => {
       // The select below sees every row whose NOTIFY has arrived by now (delivered only
       // once its transaction is visible): those wake-ups need no batch of their own.
       notified = false;
@@ -268,15 +268,10 @@ export function createOutboxRelay(options: OutboxRelayOptions): OutboxRelay {
       while (ok < results.length && results[ok]?.status === "fulfilled") ok++;
       if (ok > 0) {
         const seqs = rows.slice(0, ok).map((r) => r.seq);
-        // Not awaited here, so sql.begin sends its COMMIT right behind it: one round trip.
-        // Should the update fail, Postgres ends the transaction at that COMMIT with a
-        // rollback, and the rejection awaited below fails the batch as before.
-        const update =
-          tx`update event_outbox set published_at = now() where seq = any(${seqs}::bigint[])`.execute();
-        // Handled now: its error may arrive a socket read before the COMMIT's answer, and
-        // an unhandled rejection in between would end the process.
-        update.catch(() => {});
-        stamping = update;
+        // Sent with the COMMIT; should it fail, the batch fails as before.
+        last(
+          tx`update event_outbox set published_at = now() where seq = any(${seqs}::bigint[])`.execute(),
+        );
       }
       const failure = results[ok];
       return {
@@ -286,9 +281,6 @@ export function createOutboxRelay(options: OutboxRelayOptions): OutboxRelay {
         ...(failure?.status === "rejected" ? { error: failure.reason } : {}),
       };
     });
-    await stamping;
-    return result;
-  };
 
   const batch = async (): Promise<BatchResult> => {
     let result: BatchResult;
