@@ -469,6 +469,11 @@ export function createOrdersStore(sql: Sql, names: EventNames): OrdersStore {
     return { order, items: itemsFrom(order.id, lines) };
   }
 
+  /** The request's trace as the saga row keeps it (null when there is none). */
+  function storedTrace(o: NewOrder) {
+    return hasTrace(o.traceContext) ? sql.json({ ...o.traceContext }) : null;
+  }
+
   /** The order a retried PlaceOrder (same user and request id) placed before. */
   async function existingFor(o: NewOrder): Promise<CreateOutcome> {
     const [existing] = await sql<OrderRow[]>`
@@ -492,13 +497,9 @@ export function createOrdersStore(sql: Sql, names: EventNames): OrdersStore {
     events: readonly OutboundEvent[],
   ): Promise<CreateOutcome> {
     const { order, items } = cancelled;
-    const lines = items.map((i) => ({
-      ...i,
-      unit_units: i.unit_units.toString(),
-      line_units: i.line_units.toString(),
-    }));
+    const lines = itemRows(items);
     const rows = outboxRows(names, events);
-    const trace = hasTrace(o.traceContext) ? sql.json({ ...o.traceContext }) : null;
+    const trace = storedTrace(o);
     try {
       const [row] = await sql<{ seq: bigint }[]>`
         with o as (
@@ -697,12 +698,8 @@ export function createOrdersStore(sql: Sql, names: EventNames): OrdersStore {
       }
       const [event] = outboxRows(names, [placed]);
       if (event === undefined) throw new Error("OrderPlaced was not built");
-      const lines = items.map((i) => ({
-        ...i,
-        unit_units: i.unit_units.toString(),
-        line_units: i.line_units.toString(),
-      }));
-      const trace = hasTrace(o.traceContext) ? sql.json({ ...o.traceContext }) : null;
+      const lines = itemRows(items);
+      const trace = storedTrace(o);
       try {
         // A retry (same user and request id) fails the whole statement on the orders
         // unique key, so nothing of it is written; the order it retries is read below.
@@ -914,4 +911,13 @@ export function createOrdersStore(sql: Sql, names: EventNames): OrdersStore {
       return saga;
     },
   };
+}
+
+/** Order lines as the insert takes them (postgres.js takes int8 parameters as strings). */
+function itemRows(items: readonly OrderItemRow[]) {
+  return items.map((i) => ({
+    ...i,
+    unit_units: i.unit_units.toString(),
+    line_units: i.line_units.toString(),
+  }));
 }
